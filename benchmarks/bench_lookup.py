@@ -1,0 +1,95 @@
+"""Router lookup time vs number of stored keys.
+
+One cluster per key (radius 0.5), 384-dim keys; each lookup is a batch of 32 queries, half of them
+stored keys plus tiny noise (they route to their block), half random points (they route nowhere).
+Also times the original MELO search (a Python loop calling torch.cdist once per cluster, then a
+loop over queries) at the smallest size, alternated with melo's lookup.
+
+    python benchmarks/bench_lookup.py [--sizes 1000 10000 100000] [--out lookup.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from _common import alternate, fill_db, median_ms, report
+
+from melo.router import VectorDatabase
+
+
+def original_lookup(table: list[dict], queries: torch.Tensor) -> list[int]:
+    """The original MELO VecDB: search_database + search_cluster."""
+    def euc(a, b):
+        return torch.cdist(a, b.view(1, -1) if b.dim() < 2 else b, p=2, compute_mode="donot_use_mm_for_euclid_dist")
+
+    dists = torch.stack([euc(queries, c["cluster_center"]).view(-1, 1) for c in table]).view(-1, len(queries))
+    smallest, nearest = dists.min(0)
+    blocks = []
+    for q, d, j in zip(queries, smallest, nearest):
+        cluster = table[j]
+        if d > cluster["radius"]:
+            blocks.append(-1)
+            continue
+        keys = torch.stack([k for k, _ in cluster["points"]])
+        blocks.append(cluster["points"][int(euc(keys, q).view(-1).argmin())][1])
+    return blocks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--original-repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="write results as JSON here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+
+    rows = []
+    for i, n in enumerate(args.sizes):
+        keys = torch.randn(n, args.dim, generator=g)
+        db = VectorDatabase(args.dim, init_radius=0.5)
+        fill_db(db, keys)
+        half = args.batch // 2
+        hit = torch.randperm(n, generator=g)[:half]
+        queries = torch.cat([keys[hit] + 1e-4 * torch.randn(half, args.dim, generator=g),
+                             torch.randn(args.batch - half, args.dim, generator=g)])
+        expected = torch.cat([hit, torch.full((args.batch - half,), -1)])
+
+        t0 = time.perf_counter()
+        got = db.lookup(queries)  # first call builds the lookup index
+        build_ms = 1e3 * (time.perf_counter() - t0)
+        assert torch.equal(got, expected), "melo lookup routed wrongly"
+
+        fns = {"melo": lambda: db.lookup(queries)}
+        orig_ms = per_cluster_us = None
+        if i == 0:  # the original loop is O(clusters) Python calls: only at the smallest size
+            table = [{"cluster_center": keys[j], "radius": 0.5, "points": [(keys[j], j)]} for j in range(n)]
+            assert original_lookup(table, queries) == expected.tolist(), "original lookup routed wrongly"
+            fns["original"] = lambda: original_lookup(table, queries)
+        reps = args.repeats if i else args.original_repeats
+        samples = alternate(fns, repeats=reps, warmup=args.warmup if i else 1)
+        if i == 0:
+            # more melo-only samples: the alternated ones above are few
+            samples["melo"] += alternate({"melo": fns["melo"]}, args.repeats, 0)["melo"]
+            orig_ms = median_ms(samples["original"])
+            per_cluster_us = 1e3 * orig_ms / n
+        melo_ms = median_ms(samples["melo"])
+        rows.append([n, args.batch, melo_ms, build_ms, orig_ms if orig_ms is not None else "-",
+                     per_cluster_us if per_cluster_us is not None else "-",
+                     orig_ms / melo_ms if orig_ms else "-"])
+        print(f"  {n} keys: melo {melo_ms:.3f} ms", flush=True)
+
+    report(f"Router lookup ({args.dim}-dim keys, {args.threads} threads, median of {args.repeats})",
+           ["keys", "batch", "melo ms / lookup", "index build ms (first lookup after an edit)",
+            "original MELO ms", "original µs / cluster", "speed-up"], rows, args.out)
+
+
+if __name__ == "__main__":
+    main()

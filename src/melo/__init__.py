@@ -1,0 +1,29 @@
+"""melo: lifelong model editing with MELO's neuron-indexed dynamic LoRA."""
+
+from .config import MeloConfig
+from .errors import (
+    MeloCapacityError,
+    MeloConfigError,
+    MeloEditError,
+    MeloError,
+    MeloLoadError,
+    MeloRoutingError,
+)
+from .model import EditResult, MeloModel, get_melo_model
+from .router import VectorDatabase
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EditResult",
+    "MeloCapacityError",
+    "MeloConfig",
+    "MeloConfigError",
+    "MeloEditError",
+    "MeloError",
+    "MeloLoadError",
+    "MeloModel",
+    "MeloRoutingError",
+    "VectorDatabase",
+    "get_melo_model",
+]

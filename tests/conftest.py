@@ -1,0 +1,227 @@
+"""Shared fixtures: an offline word-level tokenizer and tiny random-initialised models."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+SPECIAL_TOKENS = ["[PAD]", "[EOS]", "[UNK]", "[BOS]"]
+
+WORDS = """
+the a an of is are was were be been to in on at by for with from as and or but not no yes
+it this that these those he she they we you i me him her them his its their our your my
+who what when where why how which whose whom there here then than so if do does did done
+have has had can could will would should may might must shall
+capital city country france paris england london italy rome germany berlin japan tokyo
+spain madrid china beijing russia moscow canada ottawa egypt cairo india delhi greece athens
+wrote write written author book novel poem play story song film painted painting
+shakespeare hamlet tolstoy dickens orwell austen homer
+color colour sky blue red green yellow black white orange purple pink brown gray grey
+cat dog bird fish horse cow pig sheep mouse lion tiger bear wolf fox rabbit
+sun moon star earth water fire air tree flower grass sea river mountain lake
+man woman child boy girl king queen president people person friend
+big small large little old new young good bad hot cold long short high low fast slow
+one two three four five six seven eight nine ten hundred thousand first last
+0 1 2 3 4 5 6 7 8 9
+day night year month week time today morning evening
+eat drink run walk see say said go went come came make made know knew think like love
+speak speaks language english french german italian spanish japanese chinese
+born died lives live located near far largest smallest best
+food apple bread milk house car road school work game music
+""".split()
+
+assert len(WORDS) == len(set(WORDS)), "WORDS must be unique"
+
+MODEL_LAYERS = {
+    "bert": {
+        "task": "classification",
+        "router_layer": "bert.encoder.layer.1.output.dense",
+        "target_modules": ["bert.encoder.layer.2.output.dense", "bert.encoder.layer.3.output.dense"],
+    },
+    "t5": {
+        "task": "seq2seq",
+        "router_layer": "encoder.block.1.layer.1.DenseReluDense.wo",
+        "target_modules": [
+            "encoder.block.2.layer.1.DenseReluDense.wi",
+            "encoder.block.2.layer.1.DenseReluDense.wo",
+            "decoder.block.2.layer.2.DenseReluDense.wi",
+            "decoder.block.2.layer.2.DenseReluDense.wo",
+        ],
+    },
+    "gpt2": {
+        "task": "causal_lm",
+        "router_layer": "transformer.h.1.mlp.c_fc",
+        "target_modules": ["transformer.h.2.mlp.c_fc", "transformer.h.3.mlp.c_fc"],
+    },
+    "llama": {
+        "task": "causal_lm",
+        "router_layer": "model.layers.1.mlp.up_proj",
+        "target_modules": ["model.layers.2.mlp.down_proj", "model.layers.3.mlp.down_proj"],
+    },
+}
+
+
+def make_word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        eos_token="[EOS]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        padding_side="right",
+    )
+
+
+VOCAB_SIZE = len(make_word_tokenizer())
+
+
+def _finish(model, generative: bool = False):
+    if generative:
+        model.generation_config.pad_token_id = 0
+        model.generation_config.eos_token_id = 1
+    return model.eval()
+
+
+def make_bert_classifier(num_labels: int = 3) -> BertForSequenceClassification:
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=num_labels,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    return _finish(BertForSequenceClassification(config))
+
+
+def make_t5() -> T5ForConditionalGeneration:
+    config = T5Config(
+        vocab_size=VOCAB_SIZE,
+        d_model=32,
+        d_ff=64,
+        d_kv=16,
+        num_heads=2,
+        num_layers=3,
+        num_decoder_layers=3,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        initializer_factor=2.0,
+    )
+    torch.manual_seed(0)
+    return _finish(T5ForConditionalGeneration(config), generative=True)
+
+
+def make_gpt2() -> GPT2LMHeadModel:
+    config = GPT2Config(
+        vocab_size=VOCAB_SIZE,
+        n_embd=32,
+        n_layer=4,
+        n_head=2,
+        n_positions=64,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=3,
+        eos_token_id=1,
+        pad_token_id=0,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    return _finish(GPT2LMHeadModel(config), generative=True)
+
+
+def make_llama() -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=3,
+        eos_token_id=1,
+        pad_token_id=0,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    return _finish(LlamaForCausalLM(config), generative=True)
+
+
+MODEL_FACTORIES = {"bert": make_bert_classifier, "t5": make_t5, "gpt2": make_gpt2, "llama": make_llama}
+
+
+@pytest.fixture(scope="session")
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    return make_word_tokenizer()
+
+
+@pytest.fixture
+def bert_classifier():
+    return make_bert_classifier()
+
+
+@pytest.fixture
+def t5_model():
+    return make_t5()
+
+
+@pytest.fixture
+def gpt2_model():
+    return make_gpt2()
+
+
+@pytest.fixture
+def llama_model():
+    return make_llama()
+
+
+EDIT_PROMPTS = ["the capital of france is", "who wrote hamlet"]
+EDIT_TARGETS = ["rome", "tolstoy"]
+PARAPHRASES = ["the capital city of france is", "who wrote the play hamlet"]
+UNRELATED = ["what color is the sky", "the dog is big", "where is the river", "who painted the painting"]
+
+
+def melo_config(family, **overrides):
+    import melo
+
+    layers = MODEL_LAYERS[family]
+    kwargs = dict(
+        task=layers["task"], target_modules=layers["target_modules"], router_layer=layers["router_layer"],
+        block_rank=2, init_radius=0.1, edit_lr=5e-2, num_iter=40, lr_step=20, lr_gamma=0.5,
+        key_pooling="mean", normalize_keys=True,
+    )
+    kwargs.update(overrides)
+    return melo.MeloConfig(**kwargs)
+
+
+def edit_targets(family, model, tokenizer, prompts=EDIT_PROMPTS):
+    """Targets for prompts: words for generative models, a class the base model does not predict for BERT."""
+    if family != "bert":
+        return list(EDIT_TARGETS[: len(prompts)])
+    with torch.no_grad():
+        pred = model(**tokenizer(list(prompts), padding=True, return_tensors="pt")).logits.argmax(-1)
+    return [int(p + 1) % model.config.num_labels for p in pred.tolist()]
