@@ -1,0 +1,150 @@
+"""The vector database rules (add, expand, conflict, separation) and key pooling."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from melo.router import EPS, VectorDatabase, pool_hidden
+
+
+def db_with(batches, init_radius=0.5, dim=2):
+    db = VectorDatabase(dim, init_radius)
+    reports = []
+    for block, batch in enumerate(batches):
+        keys = torch.tensor([k for k, _ in batch], dtype=torch.float32)
+        db, report = db.updated(keys, [(label,) for _, label in batch], block)
+        reports.append(report)
+    return db, reports
+
+
+def test_pooling_uses_the_attention_mask():
+    hidden = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert pool_hidden(hidden, right, "last", False).flatten().tolist() == [1, 7]
+    assert pool_hidden(hidden, left, "last", False).flatten().tolist() == [3, 7]
+    assert pool_hidden(hidden, left, "first", False).flatten().tolist() == [2, 4]
+    assert pool_hidden(hidden, right, "mean", False).flatten().tolist() == [0.5, 5.5]
+    normed = pool_hidden(torch.tensor([[[3.0, 4.0]]]), None, "last", True)
+    assert torch.allclose(normed, torch.tensor([[0.6, 0.8]]))
+
+
+def test_add_on_empty_and_far_keys():
+    db, reports = db_with([[([0.0, 0.0], 1)], [([2.0, 0.0], 1)]])
+    assert db.n_clusters == 2 and reports[0].added == 1 and reports[1].added == 1
+    assert db.centres.tolist() == [[0.0, 0.0], [2.0, 0.0]]
+    assert db.radii.tolist() == [0.5, 0.5]
+    assert db.labels == [(1,), (1,)]
+    assert db.key_block.tolist() == [0, 1]
+    assert db.lookup(torch.tensor([[0.1, 0.0], [2.0, 0.4], [1.0, 0.0]])).tolist() == [0, 1, -1]
+
+
+def test_expand_on_same_label():
+    db, reports = db_with([[([0.0, 0.0], 7)], [([0.8, 0.0], 7)], [([0.4, 0.9], 7)]])
+    assert reports[1].expanded == 1 and reports[2].expanded == 1 and db.n_clusters == 1
+    centre = [0.4, 0.3]
+    assert torch.allclose(db.centres[0], torch.tensor(centre, dtype=torch.float64))
+    spread = max(math.dist(centre, k) for k in ([0, 0], [0.8, 0], [0.4, 0.9]))
+    assert db.radii[0].item() == pytest.approx(max(spread, 0.5), abs=1e-6)
+    # each member key routes to the block that learned it
+    assert db.lookup(db.keys).tolist() == [0, 1, 2]
+
+
+def test_conflict_splits_the_radius_and_lists_forgotten_edits():
+    first = [([0.0, 0.0], 1), ([0.2, 0.0], 1), ([0.7, 0.0], 1)]
+    db, reports = db_with([first, [([1.1, 0.0], 2)]])
+    report = reports[1]
+    assert report.conflicts == 1 and db.n_conflicts == 1
+    d = 1.1 - 0.3
+    assert db.radii.tolist() == pytest.approx([d / 2 - EPS, d / 2 + EPS], abs=1e-6)
+    assert db.labels == [(1,), (2,)]
+    assert report.forgotten == {2: "conflict"} and db.forgotten == {2: "conflict"}
+    assert db.live().tolist() == [True, True, False, True]
+    assert db.lookup(db.keys).tolist() == [0, 0, 1, 1]  # the forgotten key now falls to the new label
+
+
+def test_labels_compare_exact_token_ids_not_sums():
+    db = VectorDatabase(2, 0.5)
+    db, _ = db.updated(torch.tensor([[0.0, 0.0]]), [(1, 4)], 0)
+    db, report = db.updated(torch.tensor([[0.1, 0.0]]), [(2, 3)], 1)
+    assert report.conflicts == 1 and report.expanded == 0
+
+
+def test_expansion_never_swallows_another_clusters_key():
+    # cluster A (label 1) at the origin, cluster B (label 2) far right; A then grows towards B
+    batches = [[([0.0, 0.0], 1)], [([1.05, 0.0], 2)], [([0.55, 0.9], 1)], [([0.6, -0.9], 1)]]
+    db, reports = db_with(batches)
+    live = db.live()
+    routed = db.lookup(db.keys)
+    assert routed[live].tolist() == db.key_block[live].tolist()
+    forgotten = {k for r in reports for k in r.forgotten}
+    assert forgotten == set(db.forgotten) and all(not live[k] for k in forgotten)
+
+
+def test_identical_key_supersedes_the_older_one():
+    db, reports = db_with([[([0.0, 0.0], 1)], [([0.0, 0.0], 1)]])
+    assert reports[1].forgotten == {0: "superseded"}
+    assert db.lookup(torch.tensor([[0.0, 0.0]])).tolist() == [1]
+
+
+def test_updated_leaves_the_original_unchanged():
+    db, _ = db_with([[([0.0, 0.0], 1)]])
+    before = {k: v.clone() for k, v in db.tensors().items()}
+    db.updated(torch.tensor([[0.1, 0.0]]), [(2,)], 1)
+    assert all(torch.equal(before[k], v) for k, v in db.tensors().items())
+    assert db.labels == [(1,)] and db.n_conflicts == 0
+
+
+def reference_lookup(db, query):
+    """The lookup rule written as plainly as possible (loops, float64)."""
+    q = query.double()
+    best, best_dist = None, math.inf
+    for j in range(db.n_clusters):
+        dist = float((q - db.centres[j]).norm())
+        if dist <= float(db.radii[j]) and dist < best_dist:
+            best, best_dist = j, dist
+    if best is None:
+        return -1
+    choice, choice_dist = None, math.inf
+    for i in range(db.n_keys):
+        if int(db.key_cluster[i]) == best:
+            dist = float((q - db.keys[i].double()).norm())
+            if dist <= choice_dist:
+                choice, choice_dist = i, dist
+    return int(db.key_block[choice])
+
+
+grid = st.integers(-6, 6).map(lambda v: v * 0.25)
+edit = st.tuples(st.tuples(grid, grid), st.integers(0, 2))
+batches = st.lists(st.lists(edit, min_size=1, max_size=4), min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches, st.lists(st.tuples(grid, grid), min_size=1, max_size=6))
+def test_every_live_edit_key_routes_to_its_own_block(batches, queries):
+    db = VectorDatabase(2, 0.5)
+    for block, batch in enumerate(batches):
+        keys = torch.tensor([k for k, _ in batch], dtype=torch.float32)
+        db, report = db.updated(keys, [(label,) for _, label in batch], block)
+        live = db.live()
+        assert db.lookup(db.keys)[live].tolist() == db.key_block[live].tolist()
+        assert set(report.forgotten) <= set(db.forgotten)
+        assert not live[list(db.forgotten)].any() if db.forgotten else True
+        assert int(live.sum()) + len(db.forgotten) == db.n_keys
+        counts = torch.bincount(db.key_cluster[live], minlength=db.n_clusters)
+        assert bool((counts > 0).all())
+    probe = torch.tensor(queries, dtype=torch.float32)
+    assert db.lookup(probe).tolist() == [reference_lookup(db, q) for q in probe]
+
+
+def test_lookup_is_one_pass_for_many_keys():
+    torch.manual_seed(0)
+    db = VectorDatabase(16, 0.3)
+    keys = torch.randn(300, 16)
+    db, _ = db.updated(keys, [(i % 5,) for i in range(300)], 0)
+    live = db.live()
+    assert db.lookup(keys)[live].eq(0).all()
+    assert db.lookup(torch.randn(10, 16) * 100).tolist() == [-1] * 10
