@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -19,13 +20,37 @@ WORDS = (
 ).split()
 
 
-def sentences(n: int, words: int, seed: int = 0) -> list[str]:
-    """``n`` distinct synthetic sentences of ``words`` words each."""
+def sentences(n: int, words: int, seed: int = 0, vocab: list[str] | None = None) -> list[str]:
+    """``n`` distinct synthetic sentences of ``words`` words drawn from ``vocab`` (default: WORDS)."""
     rng = random.Random(seed)
+    vocab = vocab or WORDS
     out: dict[str, None] = {}
     while len(out) < n:
-        out[" ".join(rng.choice(WORDS) for _ in range(words))] = None
+        out[" ".join(rng.choice(vocab) for _ in range(words))] = None
     return list(out)
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of all CPUs busy over ``seconds`` (other processes inflate timings on 2 cores)."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+
+    (t0, i0), _ = snap(), time.sleep(seconds)
+    t1, i1 = snap()
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait up to ``max_wait`` s for the machine to go idle; returns the last busy fraction."""
+    deadline = time.time() + max_wait
+    busy = cpu_busy()
+    while busy > threshold and time.time() < deadline:
+        busy = cpu_busy(2.0)
+    if busy > threshold:
+        print(f"WARNING: {100 * busy:.0f}% of the CPUs are busy with other work; timings will be inflated")
+    return busy
 
 
 def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
@@ -52,14 +77,23 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
-def fill_db(db, keys: torch.Tensor, blocks: torch.Tensor | None = None, radius: float = 0.5) -> None:
-    """Give ``db`` one cluster per key (centre = key, fixed radius, distinct labels), bypassing updated()."""
+def separated_radii(keys: torch.Tensor, radius: float, others: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-key radius: ``radius``, shrunk below half the distance to the nearest other key (or to
+    any row of ``others``), so no ball contains a foreign point (as updated() guarantees)."""
+    points = keys.double() if others is None else torch.cat([keys, others]).double()
+    dist = torch.cdist(keys.double(), points)
+    dist[torch.arange(len(keys)), torch.arange(len(keys))] = torch.inf
+    return torch.clamp(dist.min(1).values / 2 - 1e-5, max=radius)
+
+
+def fill_db(db, keys: torch.Tensor, blocks: torch.Tensor | None = None, radius: float | torch.Tensor = 0.5) -> None:
+    """Give ``db`` one cluster per key (centre = key, given radius, distinct labels), bypassing updated()."""
     n = keys.shape[0]
     db.keys = keys.float().contiguous()
     db.key_block = torch.arange(n) if blocks is None else blocks.long()
     db.key_cluster = torch.arange(n)
     db.centres = keys.double().contiguous()
-    db.radii = torch.full((n,), float(radius), dtype=torch.float64)
+    db.radii = torch.as_tensor(radius, dtype=torch.float64).expand(n).clone()
     db.labels = [(i,) for i in range(n)]
     db.forgotten = {}
     db._index = None

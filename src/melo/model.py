@@ -13,11 +13,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.utils import ModelOutput
 
 from .config import MeloConfig
 from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadError
 from .layer import SUPPORTED, DynamicLoraLayer, RoutingState, module_features
-from .persistence import read_adapter, write_adapter
+from .persistence import FORMAT_VERSION, read_adapter, write_adapter
 from .router import VectorDatabase, pool_hidden
 
 
@@ -42,6 +43,8 @@ class EditResult:
 
 
 def _first_tensor(output: Any) -> torch.Tensor | None:
+    if isinstance(output, ModelOutput):
+        output = output.to_tuple()
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -242,6 +245,8 @@ class MeloModel(nn.Module):
         return next(iter(self.lora.values())).n_blocks
 
     def _check_batch(self, prompts: Sequence[str], targets: Sequence[Any]) -> None:
+        if self.tokenizer is None:
+            raise MeloEditError("this MeloModel has no tokenizer: pass tokenizer= to get_melo_model")
         if isinstance(prompts, str) or isinstance(targets, (str, int)):
             raise MeloEditError("prompts and targets must be lists (one batch), not a single string or id")
         if len(prompts) == 0:
@@ -402,16 +407,17 @@ class MeloModel(nn.Module):
             tensors, meta = read_adapter(directory)
         except FileNotFoundError as err:
             raise MeloLoadError(f"no MELO adapter in {os.fspath(directory)!r}: {err}") from err
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise MeloLoadError(
+                f"adapter {os.fspath(directory)!r} has format version {meta.get('format_version')!r}; "
+                f"this melo reads version {FORMAT_VERSION}"
+            )
         config = MeloConfig.from_dict(meta["config"])
         try:
             model = cls(base_model, config, tokenizer=tokenizer)
         except MeloConfigError as err:
             raise MeloLoadError(f"adapter {os.fspath(directory)!r} does not fit this model: {err}") from err
         saved = meta["model"]
-        if saved["key_dim"] != model.db.dim:
-            raise MeloLoadError(
-                f"router layer {config.router_layer!r} gives keys of size {model.db.dim}, the save has {saved['key_dim']}"
-            )
         for layer in model.lora.values():
             shape = saved["targets"].get(layer.name)
             if shape != [layer.in_features, layer.out_features]:
@@ -420,6 +426,10 @@ class MeloModel(nn.Module):
                     f"{shape} in the save"
                 )
             layer.load_blocks(tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"])
+        if saved["key_dim"] != model.db.dim:
+            raise MeloLoadError(
+                f"router layer {config.router_layer!r} gives keys of size {model.db.dim}, the save has {saved['key_dim']}"
+            )
         model.db = VectorDatabase.restore(model.db.dim, config.init_radius, tensors, meta["router"])
         model.records = meta["edits"]
         return model
