@@ -14,7 +14,7 @@ import argparse
 import time
 
 import torch
-from _common import alternate, fill_db, median_ms, report
+from _common import alternate, fill_db, median_ms, report, wait_quiet
 
 from melo.router import VectorDatabase
 
@@ -42,13 +42,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--original-repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=15, help="samples of ~50 ms of lookups each")
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wait-quiet", type=float, default=120, help="seconds to wait for other processes to finish")
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    busy = wait_quiet(args.wait_quiet)
     g = torch.Generator().manual_seed(0)
 
     rows = []
@@ -67,28 +68,25 @@ def main() -> None:
         build_ms = 1e3 * (time.perf_counter() - t0)
         assert torch.equal(got, expected), "melo lookup routed wrongly"
 
-        fns = {"melo": lambda: db.lookup(queries)}
-        orig_ms = per_cluster_us = None
+        t0 = time.perf_counter()
+        db.lookup(queries)
+        per = max(1, round(0.05 / (time.perf_counter() - t0)))  # lookups per ~50 ms sample
+        fns = {"melo": lambda: [db.lookup(queries) for _ in range(per)]}
         if i == 0:  # the original loop is O(clusters) Python calls: only at the smallest size
             table = [{"cluster_center": keys[j], "radius": 0.5, "points": [(keys[j], j)]} for j in range(n)]
             assert original_lookup(table, queries) == expected.tolist(), "original lookup routed wrongly"
             fns["original"] = lambda: original_lookup(table, queries)
-        reps = args.repeats if i else args.original_repeats
-        samples = alternate(fns, repeats=reps, warmup=args.warmup if i else 1)
-        if i == 0:
-            # more melo-only samples: the alternated ones above are few
-            samples["melo"] += alternate({"melo": fns["melo"]}, args.repeats, 0)["melo"]
-            orig_ms = median_ms(samples["original"])
-            per_cluster_us = 1e3 * orig_ms / n
-        melo_ms = median_ms(samples["melo"])
-        rows.append([n, args.batch, melo_ms, build_ms, orig_ms if orig_ms is not None else "-",
-                     per_cluster_us if per_cluster_us is not None else "-",
-                     orig_ms / melo_ms if orig_ms else "-"])
+        samples = alternate(fns, args.repeats, args.warmup)
+        melo_ms = median_ms(samples["melo"]) / per
+        orig_ms = median_ms(samples["original"]) if i == 0 else None
+        rows.append([n, args.batch, melo_ms, build_ms, orig_ms or "-", 1e3 * orig_ms / n if orig_ms else "-",
+                     orig_ms / melo_ms if orig_ms else "-", "{}/{}".format(*samples["_rounds"])])
         print(f"  {n} keys: melo {melo_ms:.3f} ms", flush=True)
 
-    report(f"Router lookup ({args.dim}-dim keys, {args.threads} threads, median of {args.repeats})",
+    report(f"Router lookup ({args.dim}-dim keys, batch {args.batch}, {args.threads} threads, median of "
+           f"{args.repeats} samples; other load at start {100 * busy:.0f}%)",
            ["keys", "batch", "melo ms / lookup", "index build ms (first lookup after an edit)",
-            "original MELO ms", "original µs / cluster", "speed-up"], rows, args.out)
+            "original MELO ms", "original µs / cluster", "speed-up", "clean rounds"], rows, args.out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from .errors import (
     MeloRoutingError,
 )
 from .model import EditResult, MeloModel, get_melo_model
+from .presets import PRESETS, preset_config
 from .router import VectorDatabase
 
 __version__ = "0.1.0"
@@ -26,4 +27,6 @@ __all__ = [
     "MeloRoutingError",
     "VectorDatabase",
     "get_melo_model",
+    "PRESETS",
+    "preset_config",
 ]

@@ -9,10 +9,10 @@ keys, each mapped to the block that learned it. Rules, applied key by key when a
 * conflict: different label: new cluster at the key with radius ``d/2 + eps``, old radius
             ``d/2 - eps``; old members now outside it are forgotten (kept in the edit list).
 
-After a batch, every changed cluster is shrunk so that no live key of another cluster lies inside
-it (members pushed out are forgotten as "displaced"), and an older key identical to a newer one in
-the same cluster is "superseded". Together with the lookup below this guarantees that every live
-edit key routes to its own block.
+After a batch, a ball that holds a live key of another cluster whose own centre is farther is shrunk
+to exclude it (members pushed out are forgotten as "displaced"; the paper's rules alone let an
+expanding ball capture other edits), and an older key identical to a newer one in the same cluster
+is "superseded". With the lookup below, every live edit key then routes to its own block.
 
 Lookup: among clusters whose ball contains the query, the one with the nearest centre (the paper's
 "nearest centre, if within its radius" whenever the nearest ball contains the query, which is the
@@ -148,8 +148,9 @@ class VectorDatabase:
         if not bool(routed.any()):
             return blocks
         rows = torch.nonzero(routed).squeeze(1)
-        best = torch.where(inside[rows], exact[rows], torch.inf).argmin(1)
-        cluster = cand[rows, best]
+        exact = torch.where(inside[rows], exact[rows], torch.inf)
+        nearest = exact == exact.min(1, keepdim=True).values
+        cluster = torch.where(nearest, cand[rows], self.n_clusters).min(1).values  # ties: lowest id
         # nearest member key of the chosen cluster; ties go to the newest key
         count = ix["member_count"][cluster]
         width = int(count.max())
@@ -197,7 +198,7 @@ class VectorDatabase:
                 changed.add(j)
                 report.expanded += 1
             else:
-                self.radii[j] = d / 2 - EPS
+                self.radii[j] = min(float(self.radii[j]), d / 2 - EPS)
                 changed.add(j)
                 changed.add(self._add_cluster(idx, d / 2 + EPS, label))
                 self.n_conflicts += 1
@@ -236,24 +237,29 @@ class VectorDatabase:
         self._forget(members[dist > self.radii[own]], reason, report)
 
     def _separate(self, changed: list[int], new: torch.Tensor, report: UpdateReport) -> None:
-        """Shrink balls so that no live key lies inside another cluster's ball; retire duplicates."""
+        """Shrink every ball that holds a live key of another cluster nearer than that key's own centre.
+
+        Checked pairs: keys that are new or belong to a changed cluster against every cluster, and
+        every live key against the changed clusters. Shrinking drops members but never moves a
+        centre, so one pass leaves every live key routed to its own cluster.
+        """
         live = torch.nonzero(self.live()).squeeze(1)
         if len(live) == 0:
             return
-        shrink = self.radii.clone()
         ch = torch.tensor(changed, dtype=torch.long)
-        dist = _exact_dist(self.centres[ch], self.keys[live])
-        foreign = self.key_cluster[live].unsqueeze(0) != ch.unsqueeze(1)
-        nearest_foreign = torch.where(foreign, dist, torch.inf).min(1).values
-        shrink[ch] = torch.minimum(shrink[ch], nearest_foreign - EPS)
-        new = new[self.key_cluster[new] >= 0]
-        if len(new):
-            dist = _exact_dist(self.keys[new], self.centres)
-            foreign = self.key_cluster[new].unsqueeze(1) != torch.arange(self.n_clusters).unsqueeze(0)
-            intrude = torch.where(foreign & (dist <= self.radii.unsqueeze(0)), dist - EPS, torch.inf)
-            shrink = torch.minimum(shrink, intrude.min(0).values)
-        shrunk = torch.nonzero(shrink < self.radii).squeeze(1).tolist()
-        self.radii = shrink
+        moved = live[torch.isin(self.key_cluster[live], ch)]
+        check = torch.unique(torch.cat([new[self.key_cluster[new] >= 0], moved]))
+        limit = self.radii.clone()
+        for keys, clusters in ((check, torch.arange(self.n_clusters)), (live, ch)):
+            dist = _exact_dist(self.keys[keys], self.centres[clusters])
+            own = self.key_cluster[keys]
+            own_dist = (self.keys[keys].double() - self.centres[own]).norm(dim=1, keepdim=True)
+            foreign = own.unsqueeze(1) != clusters.unsqueeze(0)
+            steals = foreign & (dist <= self.radii[clusters].unsqueeze(0)) & (dist <= own_dist)
+            bound = torch.where(steals, dist - EPS, torch.inf).min(0).values
+            limit[clusters] = torch.minimum(limit[clusters], bound)
+        shrunk = torch.nonzero(limit < self.radii).squeeze(1).tolist()
+        self.radii = limit
         self._drop_outside(shrunk, "displaced", report)
         self._retire_duplicates(new, report)
 
