@@ -73,7 +73,7 @@ def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
 
     A round (each function once) during which other processes used the CPUs is dropped and run
     again (2 cores: one busy neighbour slows 2-thread torch several-fold), up to ``max_rounds``;
-    if too few rounds were clean, all are kept. Key "_rounds": [rounds kept, rounds run].
+    if too few rounds were clean, all are kept. Key "_rounds": [clean rounds, rounds run].
     """
     names = list(fns)
     for _ in range(warmup):
@@ -99,7 +99,7 @@ def alternate(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
     if out is every:
         print(f"WARNING: only {len(clean[names[0]])}/{rounds} rounds ran without other processes; "
               "keeping all (timings inflated)")
-    out["_rounds"] = [len(out[names[0]]), rounds]
+    out["_rounds"] = [len(clean[names[0]]), rounds]
     return out
 
 
