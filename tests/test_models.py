@@ -150,3 +150,13 @@ def test_only_the_new_block_is_optimised(word_tokenizer, monkeypatch):
     model.edit(["what color is the sky"], ["green"])
     assert seen == [2 * 2 * (32 + 128)]  # one block of rank 2 in two 32->128 modules
     assert [p.requires_grad for p in model.base_model.parameters()] == base_grad
+
+
+def test_tokenizer_without_pad_token_is_not_modified(word_tokenizer):
+    import copy
+
+    tok = copy.deepcopy(word_tokenizer)
+    tok.pad_token = None
+    model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2", num_iter=2), tokenizer=tok)
+    model.edit(EDIT_PROMPTS, ["rome", "tolstoy"])
+    assert tok.pad_token is None and model.tokenizer.pad_token == "[EOS]"

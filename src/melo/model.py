@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -77,6 +78,9 @@ class MeloModel(nn.Module):
         super().__init__()
         self.base_model = base_model
         self.melo_config = config
+        if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer = copy.deepcopy(tokenizer)  # GPT-2 style: pad with EOS (masked out), leave the caller's as is
+            tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
         self.routing = RoutingState()
         targets = resolve_targets(base_model, config.target_modules)
