@@ -1,0 +1,1 @@
+"""Benchmarks: data loaders, offline stand-in models, editing protocols, metrics and reports."""
