@@ -21,6 +21,7 @@ from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadE
 from .layer import SUPPORTED, DynamicLoraLayer, RoutingState, module_features
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
 from .router import VectorDatabase, pool_hidden
+from .text import causal_lm_batch, seq2seq_batch, tokenize
 
 
 class _StopForward(Exception):
@@ -207,8 +208,7 @@ class MeloModel(nn.Module):
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         if self.tokenizer is None:
             raise MeloEditError("this MeloModel has no tokenizer: pass tokenizer= to get_melo_model")
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, padding_side="right", return_tensors="pt")
-        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return {k: v.to(self.device) for k, v in tokenize(self.tokenizer, texts).items()}
 
     def encode_keys(self, prompts: Sequence[str]) -> torch.Tensor:
         """Router keys of prompts, exactly as edit() stores them."""
@@ -273,19 +273,6 @@ class MeloModel(nn.Module):
         if cap is not None and self.n_blocks >= cap:
             raise MeloCapacityError(f"max_blocks={cap} reached: cannot add block {self.n_blocks}")
 
-    def _token_ids(self, texts: Sequence[str], append_eos: bool) -> list[list[int]]:
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        out = []
-        for text, row in zip(texts, ids):
-            row = list(row)
-            if append_eos and eos is not None and (not row or row[-1] != eos):
-                row.append(eos)
-            if not row:
-                raise MeloEditError(f"target {text!r} tokenizes to no tokens")
-            out.append(row)
-        return out
-
     def _training_batch(self, prompts: Sequence[str], targets: Sequence[Any]) -> tuple[dict[str, torch.Tensor], list[tuple]]:
         """Model inputs with labels for the edit loss, and the exact labels the router compares."""
         if self.task == "classification":
@@ -293,26 +280,9 @@ class MeloModel(nn.Module):
             batch["labels"] = torch.tensor(list(targets), dtype=torch.long, device=self.device)
             return batch, [(int(t),) for t in targets]
         if self.task == "seq2seq":
-            batch = self._tokenize(prompts)
-            rows = self._token_ids(targets, append_eos=True)
-            labels = torch.full((len(rows), max(map(len, rows))), -100, dtype=torch.long)
-            for i, row in enumerate(rows):
-                labels[i, : len(row)] = torch.tensor(row)
-            batch["labels"] = labels.to(self.device)
-            return batch, [tuple(r) for r in rows]
-        prompt_ids = self.tokenizer(list(prompts))["input_ids"]
-        rows = self._token_ids([self.melo_config.target_prefix + t for t in targets], append_eos=True)
-        width = max(len(p) + len(t) for p, t in zip(prompt_ids, rows))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        labels = torch.full_like(input_ids, -100)
-        for i, (p, t) in enumerate(zip(prompt_ids, rows)):
-            seq = torch.tensor(list(p) + t)
-            input_ids[i, : len(seq)] = seq
-            mask[i, : len(seq)] = 1
-            labels[i, len(p) : len(seq)] = torch.tensor(t)
-        batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+            batch, rows = seq2seq_batch(self.tokenizer, prompts, targets)
+        else:
+            batch, rows = causal_lm_batch(self.tokenizer, prompts, targets, self.melo_config.target_prefix)
         return {k: v.to(self.device) for k, v in batch.items()}, [tuple(r) for r in rows]
 
     def edit(self, prompts: Sequence[str], targets: Sequence[Any], progress: bool = False) -> EditResult:

@@ -1,0 +1,57 @@
+"""Text to model inputs, shared by editing and evaluation so both see the same token sequences."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .errors import MeloEditError
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], padding_side: str = "right") -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(texts), padding=True, truncation=True, padding_side=padding_side, return_tensors="pt")
+    return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def target_ids(tokenizer: Any, texts: Sequence[str], append_eos: bool = True) -> list[list[int]]:
+    """Token ids of target texts without special tokens, ending with EOS."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    out = []
+    for text, row in zip(texts, ids):
+        row = list(row)
+        if append_eos and eos is not None and (not row or row[-1] != eos):
+            row.append(eos)
+        if not row:
+            raise MeloEditError(f"target {text!r} tokenizes to no tokens")
+        out.append(row)
+    return out
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(rows), max(map(len, rows))), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+    return out
+
+
+def seq2seq_batch(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
+    batch = tokenize(tokenizer, prompts)
+    rows = target_ids(tokenizer, targets)
+    batch["labels"] = pad_rows(rows, -100)
+    return batch, rows
+
+
+def causal_lm_batch(
+    tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], prefix: str = " "
+) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
+    """prompt + prefix + target + EOS, right-padded; labels only on the target tokens."""
+    prompt_ids = tokenizer(list(prompts))["input_ids"]
+    rows = target_ids(tokenizer, [prefix + t for t in targets])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = [list(p) + t for p, t in zip(prompt_ids, rows)]
+    input_ids = pad_rows(seqs, pad)
+    mask = pad_rows([[1] * len(s) for s in seqs], 0)
+    labels = pad_rows([[-100] * len(p) + t for p, t in zip(prompt_ids, rows)], -100)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}, rows
