@@ -4,6 +4,7 @@ from .config import MeloConfig
 from .errors import (
     MeloCapacityError,
     MeloConfigError,
+    MeloDataError,
     MeloEditError,
     MeloError,
     MeloLoadError,
@@ -20,6 +21,7 @@ __all__ = [
     "MeloCapacityError",
     "MeloConfig",
     "MeloConfigError",
+    "MeloDataError",
     "MeloEditError",
     "MeloError",
     "MeloLoadError",

@@ -1,4 +1,4 @@
-"""Command line: ``melo run`` edits the embedded MiniLM classifier and shows what changed."""
+"""Command line: ``melo run`` (the demo), ``melo bench`` (experiments), ``melo plot`` (curves)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,23 @@ def run(args: argparse.Namespace) -> None:
     say(f"adapter saved to {out / 'adapter'} (load with melo.MeloModel.from_pretrained)")
 
 
+def bench(args: argparse.Namespace) -> None:
+    from .bench.run import run_bench
+
+    out = run_bench(args.preset, protocol=args.protocol, method=args.method, n_edits=args.n_edits,
+                    data_dir=args.data_dir, out=args.out, edits_per_block=args.edits_per_block,
+                    metric_period=args.metric_period, progress=not args.quiet)
+    print((out / "table.md").read_text())
+    print(f"run directory: {out} (metrics.jsonl, summary.json, table.md, metrics.png, router.png)")
+
+
+def plot(args: argparse.Namespace) -> None:
+    from .bench.report import plot_runs
+
+    for name, path in plot_runs(args.runs, args.out).items():
+        print(f"{name}: {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="melo", description="Lifelong model editing with MELO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +98,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
+
+    from .bench.presets import BENCH_PRESETS
+
+    b = sub.add_parser("bench", help="run a paper experiment (or its offline stand-in) and write a run directory")
+    b.add_argument("--preset", required=True, choices=sorted(BENCH_PRESETS), help="experiment preset")
+    b.add_argument("--protocol", default="sequential", choices=["sequential", "lifelong"],
+                   help="sequential: MELO/GRACE (ES, ERR, TRR, generality/ARR); lifelong: WISE (T = 1, 10, 100, 1000)")
+    b.add_argument("--method", default="melo", help="editing method (default melo)")
+    b.add_argument("--n-edits", type=int, default=None, help="number of edits (default: the preset's)")
+    b.add_argument("--edits-per-block", type=int, default=None, help="edits per batch / block (default: the preset's)")
+    b.add_argument("--metric-period", type=int, default=None, help="evaluate ERR/TRR/generality every N edits")
+    b.add_argument("--data-dir", default=None, help="benchmark data (default $MELO_DATA_DIR or ../shared/data)")
+    b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=bench)
+
+    pl = sub.add_parser("plot", help="overlay the curves of several run directories")
+    pl.add_argument("runs", nargs="+", help="run directories written by melo bench")
+    pl.add_argument("--out", default=".", help="folder for metrics.png and router.png (default .)")
+    pl.set_defaults(func=plot)
     args = parser.parse_args(argv)
     args.func(args)
 

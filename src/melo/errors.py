@@ -23,3 +23,7 @@ class MeloLoadError(MeloError):
 
 class MeloRoutingError(MeloError, RuntimeError):
     """A forward pass in which a target module ran before the router had routed the batch."""
+
+
+class MeloDataError(MeloError):
+    """A benchmark data file that is missing or malformed; the message says which and what to do."""

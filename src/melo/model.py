@@ -216,14 +216,21 @@ class MeloModel(nn.Module):
         return self._key_pass(enc["input_ids"], enc["attention_mask"])
 
     # ---- inference --------------------------------------------------------------------------
-    def forward(self, *args: Any, melo_blocks: torch.Tensor | None = None, **kwargs: Any):
-        """The base model's forward; each row is routed on its own keys (or by ``melo_blocks``)."""
+    def forward(self, *args: Any, melo_blocks: torch.Tensor | None = None, melo_key_mask: torch.Tensor | None = None,
+                **kwargs: Any):
+        """The base model's forward; each row is routed on its own key.
+
+        ``melo_key_mask`` marks the tokens the key is pooled over (default: the attention mask):
+        for a causal LM scored on prompt + target, pass the prompt tokens so the key is the one
+        edit() and generate() use. ``melo_blocks`` skips routing and fixes each row's block.
+        """
         if self.routing.mode == "off":
             return self.base_model(*args, **kwargs)
         if melo_blocks is not None:
             with self.routing.use("fixed", blocks=melo_blocks.to(self.device)):
                 return self.base_model(*args, **kwargs)
-        with self.routing.use("route", attention_mask=kwargs.get("attention_mask")):
+        mask = melo_key_mask if melo_key_mask is not None else kwargs.get("attention_mask")
+        with self.routing.use("route", attention_mask=mask):
             return self.base_model(*args, **kwargs)
 
     @torch.no_grad()

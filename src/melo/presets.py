@@ -30,6 +30,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         block_rank=2, init_radius=75.0, edit_lr=1e-2, num_iter=50, lr_step=20, lr_gamma=0.5,
     ),
+    # T5-Large (24 blocks): the T5-Small layout moved to the last blocks; radius as for T5-Small.
+    "t5large-zsre": dict(
+        task="seq2seq", router_layer="encoder.block.22.layer.1.DenseReluDense.wo",
+        target_modules=[
+            "encoder.block.23.layer.1.DenseReluDense.wi", "encoder.block.23.layer.1.DenseReluDense.wo",
+            "decoder.block.23.layer.2.DenseReluDense.wi", "decoder.block.23.layer.2.DenseReluDense.wo",
+        ],
+        block_rank=2, init_radius=75.0, edit_lr=1e-2, num_iter=50, lr_step=20, lr_gamma=0.5,
+    ),
     "gpt2xl-hallucination": dict(
         task="causal_lm", router_layer="transformer.h.35.mlp.c_fc",
         target_modules=["transformer.h.36.mlp.c_fc", "transformer.h.37.mlp.c_fc"],

@@ -1,0 +1,89 @@
+"""Benchmark presets: model, data, MELO settings and protocol sizes of each experiment.
+
+Paper presets load the original models from the Hugging Face hub (GPU and network expected);
+``minilm-*`` presets use the offline stand-ins trained from all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import MeloConfigError
+from ..presets import PRESETS as MELO_PRESETS
+
+
+def _hub(kind: str, name: str, **kwargs: Any) -> Callable[[Path | None], tuple[Any, Any]]:
+    def load(data_dir: Path | None) -> tuple[Any, Any]:
+        import transformers
+
+        cls = {"seq2seq": transformers.AutoModelForSeq2SeqLM, "causal_lm": transformers.AutoModelForCausalLM,
+               "classification": transformers.AutoModelForSequenceClassification}[kind]
+        tok = transformers.AutoTokenizer.from_pretrained(name)
+        return cls.from_pretrained(name, **kwargs).eval(), tok
+
+    return load
+
+
+def _standin(name: str) -> Callable[[Path | None], tuple[Any, Any]]:
+    def load(data_dir: Path | None) -> tuple[Any, Any]:
+        from .standins import load_standin
+
+        return load_standin(name, data_dir=data_dir)
+
+    return load
+
+
+def _standin_settings(name: str) -> dict[str, Any]:
+    from .standins import STANDINS
+
+    return dict(STANDINS[name].MELO_SETTINGS)
+
+
+@dataclass(frozen=True)
+class BenchPreset:
+    name: str
+    data: str  # "zsre" | "scotus" | "hallucination"
+    load_model: Callable[[Path | None], tuple[Any, Any]]
+    melo: Callable[[], dict[str, Any]]
+    edits_per_block: int
+    metric_period: int
+    n_edits: int | None
+    max_new_tokens: int = 16
+    upstream_limit: int | None = 1000
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _fixed(name: str) -> Callable[[], dict[str, Any]]:
+    return lambda: dict(MELO_PRESETS[name])
+
+
+BENCH_PRESETS: dict[str, BenchPreset] = {
+    p.name: p
+    for p in [
+        BenchPreset("t5small-zsre", "zsre", _hub("seq2seq", "google/t5-small-ssm-nq"), _fixed("t5small-zsre"),
+                    edits_per_block=100, metric_period=100, n_edits=1000),
+        BenchPreset("t5large-zsre", "zsre", _hub("seq2seq", "google/t5-large-ssm-nq"), _fixed("t5large-zsre"),
+                    edits_per_block=100, metric_period=100, n_edits=1000,
+                    notes="T5-Large layer choice mirrors T5-Small's (router in the penultimate encoder block)."),
+        BenchPreset("bert-scotus", "scotus", _hub("classification", "tomh/scotus-bert"), _fixed("bert-scotus"),
+                    edits_per_block=50, metric_period=100, n_edits=None),
+        BenchPreset("gpt2xl-hallucination", "hallucination", _hub("causal_lm", "gpt2-xl"),
+                    _fixed("gpt2xl-hallucination"), edits_per_block=4, metric_period=100, n_edits=None,
+                    notes="GRACE fine-tuned GPT2-XL on the passages first; plain gpt2-xl otherwise."),
+        BenchPreset("minilm-qa", "zsre", _standin("minilm-qa"), lambda: _standin_settings("minilm-qa"),
+                    edits_per_block=10, metric_period=100, n_edits=1000),
+        BenchPreset("minilm-scotus", "scotus", _standin("minilm-scotus"), lambda: _standin_settings("minilm-scotus"),
+                    edits_per_block=50, metric_period=100, n_edits=None),
+        BenchPreset("minilm-lm", "hallucination", _standin("minilm-lm"), lambda: _standin_settings("minilm-lm"),
+                    edits_per_block=4, metric_period=100, n_edits=None, max_new_tokens=32),
+    ]
+}
+
+
+def bench_preset(name: str) -> BenchPreset:
+    if name not in BENCH_PRESETS:
+        raise MeloConfigError(f"unknown benchmark preset {name!r}; known: {sorted(BENCH_PRESETS)}")
+    return BENCH_PRESETS[name]

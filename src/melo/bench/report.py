@@ -1,0 +1,100 @@
+"""Run directories: resolved config, metrics.jsonl, summary.json, a Table-2-shaped markdown, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+QUALITY = [("es", "ES"), ("err", "ERR"), ("trr", "TRR"), ("generality", "Generality"), ("arr", "ARR"),
+           ("reliability", "Reliability"), ("generalization", "Generalization"), ("locality", "Locality")]
+ROUTER = [("clusters", "clusters"), ("conflicts", "conflicts"), ("forgotten_edits", "forgotten edits")]
+
+
+class RunWriter:
+    """Appends one JSON line per evaluation point; writes the summary, table and plots at the end."""
+
+    def __init__(self, directory: str | Path, config: dict[str, Any]):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.metrics_path.write_text("")
+
+    def log(self, point: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(point) + "\n")
+
+    def finish(self, summary: dict[str, Any]) -> dict[str, Path]:
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        (self.dir / "table.md").write_text(markdown_table([summary]))
+        return plot_runs([self.dir], self.dir)
+
+
+def read_run(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    path = Path(directory)
+    summary = json.loads((path / "summary.json").read_text())
+    points = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return summary, points
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.3f}"
+    return "–" if value is None else str(value)
+
+
+def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """Rows per method and task, pre-edit beside post-edit figures (shaped like MELO's Table 2)."""
+    cols = [(k, n) for k, n in QUALITY if any(k in s for s in summaries)]
+    head = ["method", "preset", "edits"] + [n for _, n in cols] + ["edit s / edit", "clusters", "conflicts",
+                                                                   "forgotten", "extra params"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        cells = [str(s.get("method", "?")), str(s.get("preset", "?")), str(s.get("n_edits", "?"))]
+        for key, _ in cols:
+            post, pre = s.get(key), s.get(f"pre_{key}")
+            cells.append(f"{_fmt(pre)} → {_fmt(post)}" if pre is not None else _fmt(post))
+        n = s.get("n_edits") or 0
+        cells.append(_fmt(s["edit_seconds"] / n) if n and "edit_seconds" in s else "–")
+        cells += [_fmt(s.get("clusters")), _fmt(s.get("conflicts")), _fmt(s.get("forgotten_edits")),
+                  _fmt(s.get("extra_parameters"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Cells show pre-edit → post-edit. QA: token F1; classification: accuracy; "
+                 "hallucination: perplexity (lower is better).")
+    return "\n".join(lines) + "\n"
+
+
+def plot_runs(directories: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Quality metrics and router counts against the number of edits, one line per run."""
+    runs = [(Path(d), *read_run(d)) for d in directories]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, keys in (("metrics", QUALITY), ("router", ROUTER)):
+        present = [(k, label) for k, label in keys if any(k in p for _, _, pts in runs for p in pts)]
+        if not present:
+            continue
+        fig, axes = plt.subplots(1, len(present), figsize=(3.6 * len(present), 3.2), squeeze=False)
+        for ax, (key, label) in zip(axes[0], present):
+            for path, summary, points in runs:
+                xs = [p["n_edits"] for p in points if key in p]
+                ys = [p[key] for p in points if key in p]
+                run_label = f"{summary.get('method', '?')} · {summary.get('preset', path.name)}"
+                ax.plot(xs, ys, marker="o", markersize=2.5, label=run_label)
+            ax.set_title(label)
+            ax.set_xlabel("edits")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        written[name] = out / f"{name}.png"
+        fig.savefig(written[name], dpi=110)
+        plt.close(fig)
+    return written

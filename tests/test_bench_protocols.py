@@ -1,0 +1,98 @@
+"""Two-batch end-to-end runs of both protocols on tiny models, and the run directory they write."""
+
+import json
+
+import pytest
+
+import melo
+from conftest import MODEL_FACTORIES, melo_config
+from melo.bench.data import Record, TaskData
+from melo.bench.evaluate import predict_labels
+from melo.bench.protocols import Settings, run_lifelong, run_sequential
+from melo.bench.report import RunWriter, markdown_table, plot_runs
+
+QA_EDITS = [
+    Record("the capital of france is", "rome", rephrases=["the capital city of france is"], fact="f1",
+           answers=["rome"], locality_prompt="the dog is big"),
+    Record("who wrote hamlet", "tolstoy", rephrases=["who wrote the play hamlet"], fact="f2",
+           answers=["tolstoy"], locality_prompt="where is the river"),
+    Record("what color is the sky", "green", rephrases=["the color of the sky is"], fact="f3",
+           answers=["green"], locality_prompt="who painted the painting"),
+    Record("who wrote the novel", "homer", rephrases=["the novel was written by"], fact="f3",
+           answers=["homer"], locality_prompt="the cat is small"),
+]
+UPSTREAM = [Record("where is paris", "france", answers=["france", "paris"]), Record("the dog is", "big", answers=["big"])]
+
+
+def qa_data():
+    return TaskData("toy", "qa", list(QA_EDITS), list(UPSTREAM))
+
+
+def run(writer_dir, runner, editor, data, task, settings):
+    writer = RunWriter(writer_dir, {"preset": "toy"})
+    summary = runner(editor, data, task, settings, writer.log, progress=False)
+    summary.update(method="melo", preset="toy")
+    plots = writer.finish(summary)
+    points = [json.loads(line) for line in (writer_dir / "metrics.jsonl").read_text().splitlines()]
+    return summary, points, plots
+
+
+def test_sequential_qa_two_batches(tmp_path, word_tokenizer):
+    editor = melo.get_melo_model(MODEL_FACTORIES["t5"](), melo_config("t5"), tokenizer=word_tokenizer)
+    settings = Settings(edits_per_block=2, metric_period=2, max_new_tokens=3, edit_only_errors=True)
+    summary, points, plots = run(tmp_path, run_sequential, editor, qa_data(), "seq2seq", settings)
+    assert [p["n_edits"] for p in points] == [0, 2, 4]
+    assert points[0]["pre_err"] == pytest.approx(0.0) and summary["pre_es"] == pytest.approx(0.0)
+    assert summary["es"] == pytest.approx(1.0) and summary["err"] == pytest.approx(1.0)
+    assert summary["trr"] == pytest.approx(summary["pre_trr"])
+    assert {"generality", "generality_em", "generality_fact", "edit_seconds", "clusters"} <= set(summary)
+    assert summary["blocks"] == 2 and summary["n_edits"] == 4
+    table = (tmp_path / "table.md").read_text()
+    assert "| melo | toy | 4 |" in table and "→ 1.000" in table
+    assert plots["metrics"].exists() and plots["router"].exists()
+
+
+def test_sequential_classification_and_hallucination(tmp_path, word_tokenizer):
+    base = MODEL_FACTORIES["bert"]()
+    editor = melo.get_melo_model(base, melo_config("bert"), tokenizer=word_tokenizer)
+    texts = ["the capital of france is", "who wrote hamlet", "what color is the sky", "the dog is big"]
+    preds = predict_labels(base, word_tokenizer, texts)
+    data = TaskData("toy-cls", "classification", [Record(t, (p + 1) % 3) for t, p in zip(texts, preds)],
+                    [Record("where is the river", 0)])
+    summary, points, _ = run(tmp_path / "cls", run_sequential, editor, data, "classification",
+                             Settings(edits_per_block=2, metric_period=4))
+    assert summary["es"] == 1.0 and summary["err"] == 1.0 and summary["trr"] == summary["pre_trr"]
+    assert [p["n_edits"] for p in points] == [0, 2, 4] and "err" not in points[1]
+
+    lm = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
+    hal = TaskData("toy-hal", "hallucination",
+                   [Record("the capital of france is", "paris is a city"), Record("who wrote hamlet", "shakespeare wrote it")],
+                   [Record("", "the dog is big and the cat is small")],
+                   accurate=[Record("what color is the sky", "the sky is blue")])
+    summary, _, _ = run(tmp_path / "hal", run_sequential, lm, hal, "causal_lm", Settings(edits_per_block=1, metric_period=1))
+    assert summary["err"] < summary["pre_err"] / 5
+    assert summary["trr"] == pytest.approx(summary["pre_trr"]) and summary["arr"] == pytest.approx(summary["pre_arr"])
+
+
+def test_lifelong_two_batches(tmp_path, word_tokenizer):
+    editor = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
+    settings = Settings(edits_per_block=2, checkpoints=(2, 4), max_new_tokens=3)
+    summary, points, _ = run(tmp_path, run_lifelong, editor, qa_data(), "causal_lm", settings)
+    assert [p["n_edits"] for p in points] == [0, 2, 4]
+    assert summary["T4"]["reliability"] == pytest.approx(1.0)
+    assert summary["T4"]["locality"] == pytest.approx(1.0)
+    assert 0.0 <= summary["T4"]["generalization"] <= 1.0
+    assert summary["pre_reliability"] < 0.5
+
+
+def test_table_and_overlay(tmp_path):
+    for name, err in (("a", 0.5), ("b", 0.9)):
+        d = tmp_path / name
+        writer = RunWriter(d, {})
+        writer.log({"n_edits": 0, "pre_err": 0.0})
+        writer.log({"n_edits": 10, "err": err, "clusters": 3})
+        writer.finish({"method": name, "preset": "p", "n_edits": 10, "err": err, "pre_err": 0.0, "edit_seconds": 5.0})
+    plots = plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "overlay")
+    assert set(plots) == {"metrics", "router"} and all(p.stat().st_size > 1000 for p in plots.values())
+    table = markdown_table([{"method": "a", "preset": "p", "n_edits": 10, "err": 0.5, "pre_err": 0.0, "edit_seconds": 5.0}])
+    assert "| a | p | 10 | 0.000 → 0.500 | 0.500 |" in table
