@@ -160,3 +160,16 @@ def test_tokenizer_without_pad_token_is_not_modified(word_tokenizer):
     model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2", num_iter=2), tokenizer=tok)
     model.edit(EDIT_PROMPTS, ["rome", "tolstoy"])
     assert tok.pad_token is None and model.tokenizer.pad_token == "[EOS]"
+
+
+def test_seq2seq_edit_runs_a_frozen_encoder_once(word_tokenizer):
+    decoder_targets = [t for t in melo_config("t5").target_modules if t.startswith("decoder.")]
+    model = melo.get_melo_model(MODEL_FACTORIES["t5"](), melo_config("t5", target_modules=decoder_targets),
+                                tokenizer=word_tokenizer)
+    calls = []
+    model.base_model.get_encoder().register_forward_hook(lambda m, a, o: calls.append(1))
+    model.edit(EDIT_PROMPTS, ["rome", "tolstoy"])
+    assert len(calls) == 1  # the keys pass stops at the router; training runs the encoder once
+    enc = word_tokenizer(EDIT_PROMPTS, padding=True, return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=2)
+    assert out[:, 1].tolist() == word_tokenizer.convert_tokens_to_ids(["rome", "tolstoy"])

@@ -1,4 +1,4 @@
-"""Command line: ``melo run`` (the demo), ``melo bench`` (experiments), ``melo plot`` (curves)."""
+"""Command line: ``melo run`` (demo), ``melo bench`` (experiments), ``melo compare`` / ``melo plot``."""
 
 from __future__ import annotations
 
@@ -73,13 +73,30 @@ def run(args: argparse.Namespace) -> None:
 
 
 def bench(args: argparse.Namespace) -> None:
-    from .bench.run import run_bench
+    from .bench.report import write_comparison
+    from .bench.run import METHODS, run_bench
 
-    out = run_bench(args.preset, protocol=args.protocol, method=args.method, n_edits=args.n_edits,
-                    data_dir=args.data_dir, out=args.out, edits_per_block=args.edits_per_block,
-                    metric_period=args.metric_period, progress=not args.quiet)
-    print((out / "table.md").read_text())
-    print(f"run directory: {out} (metrics.jsonl, summary.json, table.md, metrics.png, router.png)")
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    runs = []
+    for method in methods:
+        out = Path(args.out) / method if args.out and len(methods) > 1 else args.out
+        runs.append(run_bench(args.preset, protocol=args.protocol, method=method, n_edits=args.n_edits,
+                              data_dir=args.data_dir, out=out, edits_per_block=args.edits_per_block,
+                              metric_period=args.metric_period, progress=not args.quiet))
+        print((runs[-1] / "table.md").read_text())
+        print(f"run directory: {runs[-1]} (metrics.jsonl, summary.json, table.md, metrics.png, router.png)")
+    if len(runs) > 1:
+        written = write_comparison(runs, runs[0].parent)
+        print(written["table"].read_text())
+        print("comparison: " + ", ".join(str(p) for p in written.values()))
+
+
+def compare(args: argparse.Namespace) -> None:
+    from .bench.report import write_comparison
+
+    written = write_comparison(args.runs, args.out)
+    print(written["table"].read_text())
+    print("written: " + ", ".join(str(p) for p in written.values()))
 
 
 def plot(args: argparse.Namespace) -> None:
@@ -105,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--preset", required=True, choices=sorted(BENCH_PRESETS), help="experiment preset")
     b.add_argument("--protocol", default="sequential", choices=["sequential", "lifelong"],
                    help="sequential: MELO/GRACE (ES, ERR, TRR, generality/ARR); lifelong: WISE (T = 1, 10, 100, 1000)")
-    b.add_argument("--method", default="melo", help="editing method (default melo)")
+    b.add_argument("--method", default="melo", choices=["melo", "grace", "lora", "ft", "all"],
+                   help="editing method, or all of them one after the other (default melo)")
     b.add_argument("--n-edits", type=int, default=None, help="number of edits (default: the preset's)")
     b.add_argument("--edits-per-block", type=int, default=None, help="edits per batch / block (default: the preset's)")
     b.add_argument("--metric-period", type=int, default=None, help="evaluate ERR/TRR/generality every N edits")
@@ -113,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=bench)
+
+    c = sub.add_parser("compare", help="a Table-2-shaped comparison (markdown + CSV) and overlaid plots of runs")
+    c.add_argument("runs", nargs="+", help="run directories written by melo bench")
+    c.add_argument("--out", default=".", help="folder for comparison.md/.csv and the plots (default .)")
+    c.set_defaults(func=compare)
 
     pl = sub.add_parser("plot", help="overlay the curves of several run directories")
     pl.add_argument("runs", nargs="+", help="run directories written by melo bench")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
@@ -21,7 +20,7 @@ from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadE
 from .layer import SUPPORTED, DynamicLoraLayer, RoutingState, module_features
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
 from .router import VectorDatabase, pool_hidden
-from .text import causal_lm_batch, seq2seq_batch, tokenize
+from .text import check_edit_batch, edit_batch, pad_with_eos, tokenize
 
 
 class _StopForward(Exception):
@@ -54,6 +53,18 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
+def dummy_inputs(model: nn.Module, task: str) -> dict[str, torch.Tensor]:
+    """A one-row input of four tokens (and a decoder start for seq2seq) to probe a model's layers."""
+    device = next(model.parameters()).device
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.full((1, 4), min(5, vocab - 1), dtype=torch.long, device=device)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if task == "seq2seq":
+        start = getattr(model.config, "decoder_start_token_id", None) or 0
+        inputs["decoder_input_ids"] = torch.full((1, 1), start, dtype=torch.long, device=device)
+    return inputs
+
+
 def resolve_targets(model: nn.Module, target_modules: list[str] | str) -> dict[str, nn.Module]:
     modules = dict(model.named_modules())
     if isinstance(target_modules, str):
@@ -79,17 +90,15 @@ class MeloModel(nn.Module):
         super().__init__()
         self.base_model = base_model
         self.melo_config = config
-        if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
-            tokenizer = copy.deepcopy(tokenizer)  # GPT-2 style: pad with EOS (masked out), leave the caller's as is
-            tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
+        self.tokenizer = pad_with_eos(tokenizer)
         self.routing = RoutingState()
         targets = resolve_targets(base_model, config.target_modules)
         modules = dict(base_model.named_modules())
         if config.router_layer not in modules:
             raise MeloConfigError(f"unknown router layer {config.router_layer!r} (not in model.named_modules())")
         self._router_module = modules[config.router_layer]
-        self._check_router_in_encoder()
+        encoder = self._check_router_in_encoder()
+        self._frozen_encoder = encoder is not None and not any(n.startswith(encoder + ".") for n in targets)
         key_dim = self._probe(targets)
         self.lora = nn.ModuleDict()
         for name, module in targets.items():
@@ -116,9 +125,10 @@ class MeloModel(nn.Module):
     def config(self):
         return self.base_model.config
 
-    def _check_router_in_encoder(self) -> None:
+    def _check_router_in_encoder(self) -> str | None:
+        """The encoder's module name (seq2seq only), after checking that the router is inside it."""
         if self.task != "seq2seq":
-            return
+            return None
         encoder = self.base_model.get_encoder()
         prefix = next(n for n, m in self.base_model.named_modules() if m is encoder)
         if not self.melo_config.router_layer.startswith(prefix + "."):
@@ -126,15 +136,10 @@ class MeloModel(nn.Module):
                 f"router layer {self.melo_config.router_layer!r} is not in the encoder ({prefix!r}); "
                 "seq2seq models are routed on the encoder input"
             )
+        return prefix
 
     def _dummy_inputs(self) -> dict[str, torch.Tensor]:
-        vocab = self.base_model.get_input_embeddings().num_embeddings
-        ids = torch.full((1, 4), min(5, vocab - 1), dtype=torch.long, device=self.device)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        if self.task == "seq2seq":
-            start = getattr(self.base_model.config, "decoder_start_token_id", None) or 0
-            inputs["decoder_input_ids"] = torch.full((1, 1), start, dtype=torch.long, device=self.device)
-        return inputs
+        return dummy_inputs(self.base_model, self.task)
 
     def _probe(self, targets: dict[str, nn.Module]) -> int:
         """One dummy forward: the router must run before every target and give a hidden-state tensor."""
@@ -258,39 +263,15 @@ class MeloModel(nn.Module):
     def _check_batch(self, prompts: Sequence[str], targets: Sequence[Any]) -> None:
         if self.tokenizer is None:
             raise MeloEditError("this MeloModel has no tokenizer: pass tokenizer= to get_melo_model")
-        if isinstance(prompts, str) or isinstance(targets, (str, int)):
-            raise MeloEditError("prompts and targets must be lists (one batch), not a single string or id")
-        if len(prompts) == 0:
-            raise MeloEditError("empty edit batch: prompts is empty")
-        if len(prompts) != len(targets):
-            raise MeloEditError(f"prompts has {len(prompts)} entries but targets has {len(targets)}")
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str) or not p.strip():
-                raise MeloEditError(f"prompts[{i}] is {p!r}: prompts must be non-empty strings")
-        for i, t in enumerate(targets):
-            if self.task == "classification":
-                n_labels = getattr(self.base_model.config, "num_labels", None)
-                if isinstance(t, bool) or not isinstance(t, int):
-                    raise MeloEditError(f"targets[{i}] is {t!r}: classification targets must be class ids (int)")
-                if n_labels is not None and not 0 <= t < n_labels:
-                    raise MeloEditError(f"targets[{i}] is {t}: not a class id of a {n_labels}-label model")
-            elif not isinstance(t, str) or not t.strip():
-                raise MeloEditError(f"targets[{i}] is {t!r}: {self.task} targets must be non-empty strings")
+        check_edit_batch(self.task, prompts, targets, getattr(self.base_model.config, "num_labels", None))
         cap = self.melo_config.max_blocks
         if cap is not None and self.n_blocks >= cap:
             raise MeloCapacityError(f"max_blocks={cap} reached: cannot add block {self.n_blocks}")
 
     def _training_batch(self, prompts: Sequence[str], targets: Sequence[Any]) -> tuple[dict[str, torch.Tensor], list[tuple]]:
         """Model inputs with labels for the edit loss, and the exact labels the router compares."""
-        if self.task == "classification":
-            batch = self._tokenize(prompts)
-            batch["labels"] = torch.tensor(list(targets), dtype=torch.long, device=self.device)
-            return batch, [(int(t),) for t in targets]
-        if self.task == "seq2seq":
-            batch, rows = seq2seq_batch(self.tokenizer, prompts, targets)
-        else:
-            batch, rows = causal_lm_batch(self.tokenizer, prompts, targets, self.melo_config.target_prefix)
-        return {k: v.to(self.device) for k, v in batch.items()}, [tuple(r) for r in rows]
+        batch, labels = edit_batch(self.task, self.tokenizer, prompts, targets, self.melo_config.target_prefix)
+        return {k: v.to(self.device) for k, v in batch.items()}, labels
 
     def edit(self, prompts: Sequence[str], targets: Sequence[Any], progress: bool = False) -> EditResult:
         """Learn one batch of edits in a new block. On any failure the model is left as it was."""
@@ -312,6 +293,11 @@ class MeloModel(nn.Module):
             self.base_model.eval()
             optimizer = torch.optim.Adam(params, lr=cfg.edit_lr)
             schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+            if self._frozen_encoder:  # the encoder holds no target: run it once, not every step
+                with torch.no_grad():
+                    encoder_inputs = {k: batch.pop(k) for k in ("input_ids", "token_type_ids") if k in batch}
+                    batch["encoder_outputs"] = self.base_model.get_encoder()(
+                        **encoder_inputs, attention_mask=batch["attention_mask"])
             with self.routing.use("train"), torch.enable_grad():
                 for _ in tqdm(range(cfg.num_iter), desc=f"edit block {block}", disable=not progress, leave=False):
                     optimizer.zero_grad(set_to_none=True)
@@ -388,6 +374,9 @@ class MeloModel(nn.Module):
             tensors, meta = read_adapter(directory)
         except FileNotFoundError as err:
             raise MeloLoadError(f"no MELO adapter in {os.fspath(directory)!r}: {err}") from err
+        if meta.get("method", "melo") != "melo":
+            raise MeloLoadError(f"{os.fspath(directory)!r} holds a {meta['method']!r} baseline, not a MELO adapter; "
+                                "load it with melo.baselines.load_baseline")
         if meta.get("format_version") != FORMAT_VERSION:
             raise MeloLoadError(
                 f"adapter {os.fspath(directory)!r} has format version {meta.get('format_version')!r}; "

