@@ -121,7 +121,7 @@ class VectorDatabase:
             counts = torch.bincount(self.key_cluster[live], minlength=self.n_clusters)
             self._index = {
                 "centres32": centres32,
-                "centre_sq": (centres32 * centres32).sum(1),
+                "bias": (centres32 * centres32).sum(1) - self.radii.clamp_min(0).square().float(),
                 "members": order,
                 "member_ptr": torch.cumsum(counts, 0) - counts,
                 "member_count": counts,
@@ -136,12 +136,11 @@ class VectorDatabase:
             return blocks
         ix = self._lookup_index()
         q = queries.float().to(self.centres.device)
-        # candidate clusters: the few with the smallest (approximate distance - radius)
-        d2 = torch.addmm(ix["centre_sq"].unsqueeze(0), q, ix["centres32"].t(), alpha=-2.0)
-        d2.add_((q * q).sum(1, keepdim=True))
-        margin = d2.clamp_min_(0).sqrt_() - self.radii.float().unsqueeze(0)
+        # candidates: the clusters with the smallest |q - c|^2 - r^2 (< 0 inside the ball), from one
+        # matrix product; |q|^2 is the same along a row and left out
+        score = torch.addmm(ix["bias"].unsqueeze(0), q, ix["centres32"].t(), alpha=-2.0)
         k = min(CANDIDATES, self.n_clusters)
-        cand = margin.topk(k, dim=1, largest=False).indices
+        cand = score.topk(k, dim=1, largest=False).indices
         exact = (q.double().unsqueeze(1) - self.centres[cand]).norm(dim=-1)
         inside = exact <= self.radii[cand]
         routed = inside.any(1)
