@@ -32,7 +32,8 @@ def measure(model, inputs: dict, keys: torch.Tensor, args) -> list[float]:
                       args.repeats, args.warmup)
         lookup = alternate({"lookup": lambda: model.db.lookup(keys)}, 5 * args.repeats, args.warmup)["lookup"]
     bare, wrapped = median_ms(s["bare"]), median_ms(s["wrapped"])
-    return [bare, wrapped, paired_ratio(s["wrapped"], s["bare"]), wrapped / bare, median_ms(lookup)]
+    return [bare, wrapped, paired_ratio(s["wrapped"], s["bare"]), wrapped / bare, median_ms(lookup),
+            "{}/{}".format(*s["_rounds"])]
 
 
 def check_routing(model, inputs: dict, expected: torch.Tensor) -> int:
@@ -123,7 +124,7 @@ def main() -> None:
     report(f"Forward overhead ({args.threads} threads, median of {args.repeats} alternated pairs; "
            f"other load at start {100 * busy:.0f}%)",
            ["model", "stored edits / clusters", "blocks", "routed rows", "bare ms", "wrapped ms",
-            "ratio (paired median)", "ratio of medians", "lookup ms"], rows, args.out)
+            "ratio (paired median)", "ratio of medians", "lookup ms", "clean rounds"], rows, args.out)
 
 
 if __name__ == "__main__":

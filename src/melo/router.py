@@ -138,9 +138,9 @@ class VectorDatabase:
         q = queries.float().to(self.centres.device)
         # candidates: the clusters with the smallest |q - c|^2 - r^2 (< 0 inside the ball), from one
         # matrix product; |q|^2 is the same along a row and left out
-        score = torch.addmm(ix["bias"].unsqueeze(0), q, ix["centres32"].t(), alpha=-2.0)
+        score = torch.addmm(ix["bias"].unsqueeze(1), ix["centres32"], q.t(), alpha=-2.0)  # [clusters, batch]
         k = min(CANDIDATES, self.n_clusters)
-        cand = score.topk(k, dim=1, largest=False).indices
+        cand = score.topk(k, dim=0, largest=False).indices.t()
         exact = (q.double().unsqueeze(1) - self.centres[cand]).norm(dim=-1)
         inside = exact <= self.radii[cand]
         routed = inside.any(1)
@@ -185,7 +185,7 @@ class VectorDatabase:
                 changed.add(self._add_cluster(idx, self.init_radius, label))
                 report.added += 1
                 continue
-            dist = (self.centres - key).norm(dim=1)
+            dist = _exact_dist(key.unsqueeze(0), self.centres)[0]
             j = int(dist.argmin())
             d = float(dist[j])
             if d > float(self.radii[j]) + self.init_radius:
@@ -266,7 +266,7 @@ class VectorDatabase:
         new = new[self.key_cluster[new] >= 0]
         if len(new) == 0:
             return
-        older = torch.nonzero(self.live()).squeeze(1)
+        older = torch.nonzero(torch.isin(self.key_cluster, self.key_cluster[new])).squeeze(1)
         same = (_exact_dist(self.keys[new], self.keys[older]) == 0) & (
             self.key_cluster[new].unsqueeze(1) == self.key_cluster[older].unsqueeze(0)
         )
