@@ -35,8 +35,10 @@ def test_architecture():
     assert dec.config.is_decoder and dec.config.add_cross_attention and dec.config.num_hidden_layers == 2
     assert dec.cls.predictions.decoder.weight is dec.bert.embeddings.word_embeddings.weight  # tied head
     assert torch.equal(dec.bert.embeddings.word_embeddings.weight, model.encoder.embeddings.word_embeddings.weight)
-    assert torch.equal(dec.bert.encoder.layer[1].output.dense.weight, model.encoder.encoder.layer[5].output.dense.weight)
-    assert model.config.decoder_start_token_id == tok.bos_token_id and model.generation_config.eos_token_id == tok.eos_token_id
+    assert torch.equal(dec.bert.encoder.layer[1].output.dense.weight,
+                       model.encoder.encoder.layer[5].output.dense.weight)  # decoder layers start from MiniLM's 4, 5
+    assert model.config.decoder_start_token_id == tok.bos_token_id
+    assert model.generation_config.eos_token_id == tok.eos_token_id
     assert STANDINS["minilm-qa"] is qa
 
 
@@ -59,7 +61,8 @@ def test_training_moves_only_the_decoder():
 def test_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("MELO_CACHE", str(tmp_path))
     monkeypatch.setattr(qa, "SETTINGS", TINY)
-    monkeypatch.setattr(qa, "load_training_data", lambda data_dir=None, n_train=None: [Record(q, a, answers=[a]) for q, a in PAIRS])
+    records = [Record(q, a, answers=[a]) for q, a in PAIRS]
+    monkeypatch.setattr(qa, "load_training_data", lambda data_dir=None, n_train=None: records)
     build_tok = qa.build_tokenizer
     monkeypatch.setattr(qa, "build_tokenizer", lambda source=None: build_tok(source or make_word_tokenizer()))
     monkeypatch.setattr(qa, "build_model", lambda *a, **k: tiny_model(k.get("tokenizer") or a[3]))

@@ -195,7 +195,7 @@ def target_nll(model: nn.Module, tokenizer: Any, prompts: Sequence[str], targets
                batch_size: int = 16, prefix: str = " ", progress: bool = False) -> list[tuple[float, int]]:
     """(summed NLL, token count) of ``prefix + target + EOS`` after ``prompt``, per record, as MELO edits them.
 
-    Any model called like a transformers causal LM works (a MeloModel routes each row on its prompt).
+    Any model called like a transformers causal LM works; a MeloModel routes each row on its prompt.
     """
     prompt_ids = tokenizer(list(prompts))["input_ids"]
     target_ids = tokenizer([prefix + t for t in targets], add_special_tokens=False)["input_ids"]
@@ -214,7 +214,10 @@ def target_nll(model: nn.Module, tokenizer: Any, prompts: Sequence[str], targets
             input_ids[j, : len(p) + len(t)] = torch.tensor(p + t)
             mask[j, : len(p) + len(t)] = 1
             labels[j, len(p) : len(p) + len(t)] = torch.tensor(t)
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        inputs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+        if hasattr(model, "route"):  # a MeloModel: route on the prompt alone, as at edit time
+            inputs["melo_key_mask"] = inputs["attention_mask"] * (labels == -100).to(device)
+        logits = model(**inputs).logits[:, :-1].float()
         gold = labels[:, 1:].to(device)
         logp = torch.log_softmax(logits, -1).gather(-1, gold.clamp_min(0).unsqueeze(-1)).squeeze(-1)
         valid = gold != -100

@@ -44,8 +44,8 @@ MELO_SETTINGS: dict[str, Any] = dict(
     init_radius=0.1,
     block_rank=4,
     edit_lr=1e-2,
-    num_iter=50,
-    lr_step=30,
+    num_iter=25,
+    lr_step=20,
     lr_gamma=0.5,
 )
 
