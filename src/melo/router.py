@@ -5,7 +5,8 @@ keys, each mapped to the block that learned it. Rules, applied key by key when a
 
 * add:      empty database, or nearest centre farther than ``radius_j + init_radius``;
 * expand:   nearest cluster has the same label: centre = mean of members, radius =
-            max(member distance to centre, init_radius);
+            max(member distance to centre + eps, init_radius) (eps keeps the farthest member off
+            the boundary, where float noise from batch padding would flip it in and out);
 * conflict: different label: new cluster at the key with radius ``d/2 + eps``, old radius
             ``d/2 - eps``; old members now outside it are forgotten (kept in the edit list).
 
@@ -219,7 +220,7 @@ class VectorDatabase:
         members = self.keys[self.key_cluster == j].double()
         self.centres[j] = members.mean(0)
         spread = float((members - self.centres[j]).norm(dim=1).max())
-        self.radii[j] = max(spread, self.init_radius)
+        self.radii[j] = max(spread + EPS, self.init_radius)  # EPS: the farthest member is not on the edge
 
     def _forget(self, idx: torch.Tensor, reason: str, report: UpdateReport) -> None:
         self.key_cluster[idx] = -1

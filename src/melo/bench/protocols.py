@@ -8,7 +8,8 @@ Metrics (pre-edit figures are measured the same way before the first edit):
 * ERR: on all edits so far; TRR: on the upstream set (answers / labels / text it was trained on);
   Generality: on held-out rephrasings of the edited prompts (strict: each record against its own
   target; per fact: each distinct fact against its latest target); ARR: on the accurate sentences.
-* QA: token F1 (the main metric) and exact match; classification: accuracy; hallucination:
+* QA: token F1 (the main metric) and exact match against the answers as the tokenizer writes
+  them (decode(encode(answer)): GRACE compares token ids); classification: accuracy; hallucination:
   perplexity of the target tokens given the prompt, averaged over examples as GRACE does (lower
   is better).
 """
@@ -52,6 +53,7 @@ class Scorer:
         s = self.settings
         if self.kind == "qa":
             preds = generate_answers(model, self.tokenizer, prompts, self.task, s.batch_size, s.max_new_tokens)
+            golds = [self.spoken(g) for g in golds]
             f1 = [metrics.token_f1(p, g) for p, g in zip(preds, golds)]
             em = [metrics.exact_match(p, g) for p, g in zip(preds, golds)]
             return {"score": metrics.mean(f1), "em": metrics.mean(em), "_hits": em}
@@ -62,6 +64,12 @@ class Scorer:
         nll, _, gold = target_tokens(model, self.tokenizer, prompts, [str(g) for g in golds], self.task,
                                      max(1, s.batch_size // 2), self.prefix)
         return {"score": metrics.mean([metrics.perplexity(n, len(g)) for n, g in zip(nll, gold)])}
+
+    def spoken(self, answers: Sequence[str]) -> list[str]:
+        """Answers as the model's tokenizer can write them (an uncased WordPiece model cannot
+        produce case, accents or glued punctuation): decode(encode(answer)), as GRACE scores ids."""
+        ids = self.tokenizer(list(answers), add_special_tokens=False)["input_ids"]
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
 
     def records(self, model: Any, records: Sequence[Record], gold: str = "target") -> dict[str, float]:
         if self.kind == "qa":
