@@ -173,3 +173,18 @@ def test_seq2seq_edit_runs_a_frozen_encoder_once(word_tokenizer):
     enc = word_tokenizer(EDIT_PROMPTS, padding=True, return_tensors="pt")
     out = model.generate(**enc, max_new_tokens=2)
     assert out[:, 1].tolist() == word_tokenizer.convert_tokens_to_ids(["rome", "tolstoy"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_replay_gives_the_same_edit(family, word_tokenizer, monkeypatch):
+    """Recording the layers before the first target once changes nothing but the time."""
+    results = []
+    for replay in (True, False):
+        monkeypatch.setattr(melo.MeloModel, "replay_prefix", replay)
+        base = MODEL_FACTORIES[family]()
+        model = melo.get_melo_model(base, melo_config(family, num_iter=6), tokenizer=word_tokenizer)
+        assert len(model._frozen_prefix) == (2 if replay and family != "t5" else 0)
+        result = model.edit(EDIT_PROMPTS, edit_targets(family, base, word_tokenizer))
+        results.append((result.losses, {k: v.clone() for k, v in model.lora.state_dict().items()}))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(results[0][1][k], results[1][1][k]) for k in results[0][1])

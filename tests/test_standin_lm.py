@@ -67,7 +67,7 @@ def test_training_and_perplexity(tok):
     records = [Record("this is a wikipedia passage about john smith.", "john smith was an american actor.")]
     before = lm.perplexity(lm.target_nll(model, tok, [r.prompt for r in records], [r.target for r in records]))
     stats = lm.train(model, tok, PASSAGES * 4 + WEB, {**TINY, "epochs": 3, "lr": 3e-3}, progress=False)
-    assert stats["train_tokens"] > 0 and len(stats["epoch_losses"]) == 3
+    assert stats["tokens_per_epoch"] > 0 and len(stats["epoch_losses"]) == 3
     after = lm.perplexity(lm.target_nll(model, tok, [r.prompt for r in records], [r.target for r in records]))
     assert after["mean_ppl"] < before["mean_ppl"]
     assert not model.training and all(p.requires_grad for p in model.parameters())

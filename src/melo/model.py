@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 from .config import MeloConfig
 from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadError
 from .layer import SUPPORTED, DynamicLoraLayer, RoutingState, module_features
+from .prefix import frozen_prefix, replay_outputs
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
 from .router import VectorDatabase, pool_hidden
 from .text import check_edit_batch, edit_batch, pad_with_eos, tokenize
@@ -86,6 +87,8 @@ def resolve_targets(model: nn.Module, target_modules: list[str] | str) -> dict[s
 class MeloModel(nn.Module):
     """A base model whose target modules carry MELO's dynamic LoRA, gated by a vector database."""
 
+    replay_prefix = True  # edits record the layers before the first target once (melo.prefix)
+
     def __init__(self, base_model: nn.Module, config: MeloConfig, tokenizer: Any = None):
         super().__init__()
         self.base_model = base_model
@@ -99,6 +102,7 @@ class MeloModel(nn.Module):
         self._router_module = modules[config.router_layer]
         encoder = self._check_router_in_encoder()
         self._frozen_encoder = encoder is not None and not any(n.startswith(encoder + ".") for n in targets)
+        self._frozen_prefix = frozen_prefix(base_model, targets) if self.replay_prefix else []
         key_dim = self._probe(targets)
         self.lora = nn.ModuleDict()
         for name, module in targets.items():
@@ -298,10 +302,14 @@ class MeloModel(nn.Module):
                     encoder_inputs = {k: batch.pop(k) for k in ("input_ids", "token_type_ids") if k in batch}
                     batch["encoder_outputs"] = self.base_model.get_encoder()(
                         **encoder_inputs, attention_mask=batch["attention_mask"])
-            with self.routing.use("train"), torch.enable_grad():
-                for _ in tqdm(range(cfg.num_iter), desc=f"edit block {block}", disable=not progress, leave=False):
+            if self.task != "classification":
+                batch["use_cache"] = False  # layers skipped by the replay must not owe a KV cache entry
+            with self.routing.use("train"), torch.enable_grad(), replay_outputs(self._frozen_prefix) as replay:
+                for step in tqdm(range(cfg.num_iter), desc=f"edit block {block}", disable=not progress, leave=False):
                     optimizer.zero_grad(set_to_none=True)
                     loss = self.base_model(**batch).loss
+                    if step == 0:
+                        replay()  # layers before the first target: same input every step
                     loss.backward()
                     optimizer.step()
                     schedule.step()

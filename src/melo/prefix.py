@@ -1,0 +1,56 @@
+"""Replay an edit's frozen prefix: transformer layers before the first LoRA target see the same
+input at every training step of an edit, so their outputs are recorded on the first step and
+returned as they are on the others (no recomputation, no autograd through them)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+from torch import nn
+
+
+def frozen_prefix(model: nn.Module, target_names: Iterable[str]) -> list[nn.Module]:
+    """Layers of the (outermost) layer list holding every target, before the first target's layer.
+
+    Empty when the targets are not all in one ``nn.ModuleList`` (e.g. T5 encoder and decoder).
+    """
+    modules = dict(model.named_modules())
+    lists: dict[str, list[int]] = {}
+    for name in target_names:
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if isinstance(modules.get(parent), nn.ModuleList) and parts[i].isdigit():
+                lists.setdefault(parent, []).append(int(parts[i]))
+                break
+        else:
+            return []
+    if len(lists) != 1:
+        return []
+    ((parent, indices),) = lists.items()
+    return list(modules[parent])[: min(indices)]
+
+
+@contextmanager
+def replay_outputs(layers: list[nn.Module]) -> Iterator[callable]:
+    """Inside, the first forward records each layer's output; call the yielded function after it
+    and later forwards return the recorded outputs without running the layers."""
+    outputs: dict[int, object] = {}
+    handles = [layer.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o))
+               for i, layer in enumerate(layers)]
+
+    def start_replay() -> None:
+        for h in handles:
+            h.remove()
+        for i, layer in enumerate(layers):
+            if i in outputs:
+                layer.forward = lambda *args, _out=outputs[i], **kwargs: _out
+
+    try:
+        yield start_replay
+    finally:
+        for h in handles:
+            h.remove()
+        for layer in layers:
+            layer.__dict__.pop("forward", None)

@@ -1,0 +1,105 @@
+"""`melo run`: the fictional world, user edit files, and the demo end to end on a shrunken world."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import pytest
+
+from melo import MeloDataError
+from melo.cli import main
+from melo.demo import model as demo_model
+from melo.demo.world import load_world, read_edits_file
+
+
+def test_shipped_world_is_well_formed():
+    world = load_world()
+    assert 200 <= len(world.facts) <= 300
+    assert 60 <= len(world.edits) <= 100
+    questions = [q for f in world.facts for q in (f.question, *f.paraphrases)]
+    assert len(questions) == len(set(questions))
+    assert all(1 <= len(f.paraphrases) <= 2 for f in world.facts)
+    by_id = {f.id: f for f in world.facts}
+    for e in world.edits:
+        fact = by_id[e.source]
+        assert e.prompt == fact.question and e.before == fact.answer and e.target != fact.answer
+        assert e.target in {f.answer for f in world.facts if f.relation == fact.relation}
+    assert len(world.untouched()) == len(world.facts) - len(world.edits)
+
+
+@pytest.mark.parametrize("name,text,where", [
+    ("e.jsonl", '{"prompt": "a?", "target": "b"}\n{"prompt": "c?"}\n', "line 2"),
+    ("e.jsonl", '{"prompt": "a?", "target": "b"}\n{"prompt": "c?", "target": \n', "line 2"),
+    ("e.csv", "prompt,target\na?,b\n,d\n", "line 3"),
+    ("e.json", '[{"prompt": "a?", "target": "b"}, {"target": "d"}]', "item 1"),
+    ("e.json", '[{"prompt": "a?", "target": "b"},\n {"prompt": "x", "rephrase": 3, "target": "y"}]', "item 1"),
+])
+def test_edit_file_errors_name_line_and_field(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(MeloDataError) as err:
+        read_edits_file(path)
+    assert where in str(err.value) and str(path) in str(err.value)
+    assert "'target'" in str(err.value) or "'prompt'" in str(err.value) or "'rephrase'" in str(err.value) \
+        or "JSON" in str(err.value)
+
+
+def test_edit_files_in_three_formats_agree(tmp_path):
+    rows = [{"prompt": "Who wrote it?", "target": "Ann", "rephrase": ["Its author?", "Writer?"], "locality": "Sky?"}]
+    (tmp_path / "e.json").write_text(json.dumps(rows))
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "e.csv").write_text("prompt,target,rephrase,locality\nWho wrote it?,Ann,Its author?|Writer?,Sky?\n")
+    for name in ("e.json", "e.jsonl", "e.csv"):
+        assert [(c.prompt, c.target, c.rephrases, c.locality) for c in read_edits_file(tmp_path / name)] == \
+            [("Who wrote it?", "Ann", ("Its author?", "Writer?"), ("Sky?",))]
+    with pytest.raises(MeloDataError, match="class id"):
+        read_edits_file(tmp_path / "e.json", classification=True)
+
+
+def _small_world(tmp_path):
+    data = json.loads(resources.files("melo.demo").joinpath("world.json").read_text())
+    keep = [f for f in data["facts"] if f["relation"].startswith("country.")][:16]
+    ids = {f["id"] for f in keep}
+    edits = [e for e in data["edits"] if e["fact"] in ids][:2]
+    assert len(edits) == 2
+    path = tmp_path / "world.json"
+    path.write_text(json.dumps({"facts": keep, "edits": edits}))
+    return path
+
+
+def test_melo_run_end_to_end_on_a_small_world(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MELO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(demo_model.SETTINGS, "epochs", 30)
+    world_path = _small_world(tmp_path)
+    world = load_world(world_path)
+    out = tmp_path / "run"
+    main(["run", "--world", str(world_path), "--edits-per-block", "1", "--num-iter", "20", "--out", str(out)])
+    text = capsys.readouterr().out
+    summary = json.loads((out / "metrics.json").read_text())
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert [a["prompt"] for a in answers] == [e.prompt for e in world.edits]
+    for a, e in zip(answers, world.edits):
+        assert a["before"] == e.before.lower()
+        assert a["after"] == e.target.lower()
+        assert f"before: {a['before']}" in text and f"after: {a['after']} ✓" in text
+    assert summary["pre"]["edit_success"] == 0.0 and summary["post"]["edit_success"] == 1.0
+    assert summary["post"]["locality"] == 1.0
+    assert [p["edits"] for p in summary["curve"]] == [0, 1, 2]
+    assert (out / "metrics.png").stat().st_size > 1000
+    assert "| edit success | 0.00 | 1.00 |" in text
+
+    from melo import MeloModel
+    from melo.demo.run import Asker, Subject
+
+    base, tok, _ = demo_model.load_or_train(world, progress=False)
+    loaded = MeloModel.from_pretrained(base, out / "adapter", tokenizer=tok)
+    ask = Asker(Subject(loaded, tok, loaded.melo_config, "seq2seq", "t"))
+    assert ask(loaded, [e.prompt for e in world.edits]) == [a["after"] for a in answers]
+
+
+def test_melo_run_reports_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--preset", "bert-scotus", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--preset names the layers of a --model" in capsys.readouterr().err
