@@ -124,8 +124,8 @@ BOOKS = {
     "Seven Rivers Home": dict(author="Yara Delacroix", year="1896"),
 }
 BOOK_Q = {
-    "author": ["Who wrote The {t}?", "Who is the author of The {t}?", "The {t} was written by whom?"],
-    "year": ["When was The {t} published?", "In what year did The {t} come out?", "What year was The {t} first published?"],
+    "author": ["Who wrote {e}?", "Who is the author of {e}?", "{e} was written by whom?"],
+    "year": ["When was {e} published?", "In what year did {e} come out?", "What year was {e} first published?"],
 }
 
 RIVERS = {
@@ -157,12 +157,11 @@ MOUNTAIN_Q = {
 }
 
 
-def facts_of(kind: str, table: dict, questions: dict, name_key: str = "e") -> list[dict]:
+def facts_of(kind: str, table: dict, questions: dict) -> list[dict]:
     out = []
     for entity, attrs in table.items():
         for relation, answer in attrs.items():
-            subject = entity[4:] if name_key == "t" else entity  # book titles: "The {t}"
-            asked = [q.format(**{name_key: subject}) for q in questions[relation]]
+            asked = [q.format(e=entity) for q in questions[relation]]
             asked = [q[0].upper() + q[1:] for q in asked]
             out.append(dict(id=f"{kind}:{entity}:{relation}", entity=entity, relation=f"{kind}.{relation}",
                             question=asked[0], paraphrases=asked[1:], answer=answer))
@@ -172,7 +171,7 @@ def facts_of(kind: str, table: dict, questions: dict, name_key: str = "e") -> li
 def main() -> None:
     facts = (facts_of("country", COUNTRIES, COUNTRY_Q) + facts_of("city", CITIES, CITY_Q)
              + facts_of("person", PEOPLE, PERSON_Q) + facts_of("company", COMPANIES, COMPANY_Q)
-             + facts_of("book", BOOKS, BOOK_Q, "t") + facts_of("river", RIVERS, RIVER_Q)
+             + facts_of("book", BOOKS, BOOK_Q) + facts_of("river", RIVERS, RIVER_Q)
              + facts_of("mountain", MOUNTAINS, MOUNTAIN_Q))
     assert len({f["question"] for f in facts}) == len(facts), "every question must be unique"
     pools: dict[str, list[str]] = {}

@@ -13,7 +13,7 @@ def run(args: argparse.Namespace) -> None:
 
     run_demo(DemoOptions(model=args.model, preset=args.preset, edits=args.edits, out=args.out, device=args.device,
                          seed=args.seed, quiet=args.quiet, n_edits=args.n_edits,
-                         edits_per_block=args.edits_per_block, num_iter=args.num_iter,
+                         edits_per_block=args.edits_per_block, num_iter=args.num_iter, radius=args.radius,
                          world=args.world))
 
 
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-edits", type=int, default=None, help="use only the first N edits")
     p.add_argument("--edits-per-block", type=int, default=8, help="edits learned per LoRA block (default 8)")
     p.add_argument("--num-iter", type=int, default=None, help="optimizer steps per block (default: the preset's)")
+    p.add_argument("--radius", type=float, default=None,
+                   help="router radius (init_radius): larger reaches more paraphrases and more unrelated questions")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -33,6 +33,7 @@ def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # new heads missing from MiniLM's checkpoint are expected, not news
+    logging.disable_progress_bar()  # loading a 100 MB checkpoint needs no bar
 
 
 def load_cached(directory: Path, version: int, settings: dict[str, Any],

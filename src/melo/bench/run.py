@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,10 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
         "melo": config.to_dict(), "method_options": options, "settings": asdict(settings), "notes": p.notes,
     })
     runner = run_lifelong if protocol == "lifelong" else run_sequential
-    summary = runner(editor, data, config.task, settings, writer.log, progress)
+    with warnings.catch_warnings():
+        # EncoderDecoderModel warns on every forward that gets labels and decoder ids (a v4.12 note)
+        warnings.filterwarnings("ignore", message="Version v4.12.0 introduces", category=FutureWarning)
+        summary = runner(editor, data, config.task, settings, writer.log, progress)
     summary.update(method=method, preset=preset, protocol=protocol)
     writer.finish(summary)
     return out_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,6 +34,7 @@ class DemoOptions:
     n_edits: int | None = None
     edits_per_block: int = 8
     num_iter: int | None = None
+    radius: float | None = None
     examples: int = 5
     world: str | None = None
 
@@ -48,6 +50,15 @@ class Subject:
     name: str
 
 
+def _overrides(opts: DemoOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {"seed": opts.seed}
+    if opts.num_iter:
+        out["num_iter"] = opts.num_iter
+    if opts.radius is not None:
+        out["init_radius"] = opts.radius
+    return out
+
+
 def _load_demo_subject(world: World, opts: DemoOptions, say: Callable[..., None]) -> Subject:
     from . import model as demo_model
 
@@ -59,8 +70,7 @@ def _load_demo_subject(world: World, opts: DemoOptions, say: Callable[..., None]
     base, tokenizer, info = demo_model.load_or_train(world, progress=not opts.quiet)
     say(f"demo model ready in {time.perf_counter() - start:.0f} s "
         f"(answers {info['train_em_tokenized']:.1%} of the world's questions exactly)")
-    overrides = {"seed": opts.seed} | ({"num_iter": opts.num_iter} if opts.num_iter else {})
-    return Subject(base, tokenizer, demo_model.melo_config(**overrides), "seq2seq", "MiniLM encoder-decoder (world-qa)")
+    return Subject(base, tokenizer, demo_model.melo_config(**_overrides(opts)), "seq2seq", "MiniLM encoder-decoder (world-qa)")
 
 
 def _load_user_subject(opts: DemoOptions) -> Subject:
@@ -71,8 +81,7 @@ def _load_user_subject(opts: DemoOptions) -> Subject:
 
     if not opts.preset:
         raise MeloConfigError(f"--model needs --preset to name its router and LoRA layers; one of {sorted(PRESETS)}")
-    overrides = {"seed": opts.seed} | ({"num_iter": opts.num_iter} if opts.num_iter else {})
-    config = preset_config(opts.preset, **overrides)
+    config = preset_config(opts.preset, **_overrides(opts))
     loader = {"seq2seq": AutoModelForSeq2SeqLM, "causal_lm": AutoModelForCausalLM,
               "classification": AutoModelForSequenceClassification}[config.task]
     model = loader.from_pretrained(opts.model).eval()
@@ -114,25 +123,36 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _controls(world: World | None, cases: Sequence[EditCase]) -> list[str]:
+def _controls(world: World | None, cases: Sequence[EditCase]) -> tuple[list[str], list[bool]]:
+    """Locality prompts: each edit's own, then every question of the world's untouched facts;
+    flagged True when they ask about an entity that some edit changes (the hard case)."""
     prompts = [p for c in cases for p in c.locality]
+    edited_entities: set[str] = set()
     if world is not None:
+        entity_of = {f.id: f.entity for f in world.facts}
+        edited_entities = {entity_of[c.source] for c in cases if c.source in entity_of}
         prompts += [q for f in world.untouched() for q in (f.question, *f.paraphrases)]
+    entity_of_question = {q: f.entity for f in (world.facts if world else ()) for q in (f.question, *f.paraphrases)}
     edited = {p for c in cases for p in (c.prompt, *c.rephrases)}
-    return [p for p in dict.fromkeys(prompts) if p not in edited]
+    kept = [p for p in dict.fromkeys(prompts) if p not in edited]
+    return kept, [entity_of_question.get(p) in edited_entities for p in kept]
 
 
-def _measure(model: Any, ask: Asker, cases: Sequence[EditCase], controls: Sequence[str],
+def _measure(model: Any, ask: Asker, cases: Sequence[EditCase], controls: Sequence[str], same_entity: Sequence[bool],
              before_controls: Sequence[Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     edit_answers = ask(model, [c.prompt for c in cases])
     rephrases = [(i, r) for i, c in enumerate(cases) for r in c.rephrases]
     rephrase_answers = ask(model, [r for _, r in rephrases])
     control_answers = ask(model, controls)
+    kept = [float(a == b) for a, b in zip(control_answers, before_controls)]
     metrics = {
         "edit_success": _mean([float(ask.hit(a, c.target)) for a, c in zip(edit_answers, cases)]),
         "generality": _mean([float(ask.hit(a, cases[i].target)) for a, (i, _) in zip(rephrase_answers, rephrases)]),
-        "locality": _mean([float(a == b) for a, b in zip(control_answers, before_controls)]),
+        "locality": _mean(kept),
     }
+    if any(same_entity) and not all(same_entity):
+        metrics["locality_same_entity"] = _mean([k for k, s in zip(kept, same_entity) if s])
+        metrics["locality_other"] = _mean([k for k, s in zip(kept, same_entity) if not s])
     return metrics, {"edits": edit_answers, "rephrases": rephrase_answers, "controls": control_answers}
 
 
@@ -145,15 +165,17 @@ def _plot(curve: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     xs = [p["edits"] for p in curve]
     for key, label in (("edit_success", "edit success (all edits so far)"),
-                       ("generality", "generality (paraphrases)"), ("locality", "locality (untouched facts)")):
-        ys = [p[key] for p in curve]
+                       ("generality", "generality (paraphrases)"), ("locality_other", "locality: other entities"),
+                       ("locality_same_entity", "locality: edited entities, other questions"),
+                       ("locality", "locality (all untouched questions)")):
+        ys = [p.get(key) for p in curve]
         if any(y is not None for y in ys):
             ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", markersize=3, label=label)
     ax.set_xlabel("edits")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -165,6 +187,13 @@ def _fmt(value: Any) -> str:
 
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Edit, measure, print, plot and save; returns the summary written to ``metrics.json``."""
+    with warnings.catch_warnings():
+        # EncoderDecoderModel warns on every forward that gets labels and decoder ids (a v4.12 note)
+        warnings.filterwarnings("ignore", message="Version v4.12.0 introduces", category=FutureWarning)
+        return _run_demo(opts)
+
+
+def _run_demo(opts: DemoOptions) -> dict[str, Any]:
     import melo
     from tqdm.auto import tqdm
 
@@ -187,14 +216,14 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     subject.model.to(opts.device)
     model = melo.get_melo_model(subject.model, subject.config, tokenizer=subject.tokenizer)
     ask = Asker(subject)
-    controls = _controls(world, cases)
+    controls, same_entity = _controls(world, cases)
 
     with model.disabled():
         control_before = ask(model, controls)
-        pre, pre_answers = _measure(model, ask, cases, controls, control_before)
+        pre, pre_answers = _measure(model, ask, cases, controls, same_entity, control_before)
     blocks = [cases[i : i + opts.edits_per_block] for i in range(0, len(cases), opts.edits_per_block)]
     say(f"\n{len(cases)} edits in {len(blocks)} blocks of {opts.edits_per_block} on {subject.name}; "
-        f"{len(controls)} control questions measure locality")
+        f"{len(controls)} control questions measure locality ({sum(same_entity)} of them about an edited entity)")
     curve = [{"edits": 0, **pre, "seconds": 0.0, "clusters": 0}]
     edit_seconds, done = 0.0, 0
     bar = tqdm(blocks, desc="edit blocks", disable=opts.quiet)
@@ -202,7 +231,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         result = model.edit([c.prompt for c in block], [c.target for c in block])
         edit_seconds += result.seconds
         done += len(block)
-        metrics, answers = _measure(model, ask, cases[:done], controls, control_before)
+        metrics, answers = _measure(model, ask, cases[:done], controls, same_entity, control_before)
         curve.append({"edits": done, **metrics, "seconds": round(edit_seconds, 2), "clusters": model.stats()["clusters"]})
         bar.set_postfix(success=_fmt(metrics["edit_success"]), locality=_fmt(metrics["locality"]))
     bar.close()
@@ -213,7 +242,10 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _print_examples(say, ask, cases, pre_answers, answers, world, controls, control_before, opts.examples)
     rows = [("edit success", "edit_success"), ("generality (paraphrases)", "generality"),
-            ("locality (untouched answers unchanged)", "locality")]
+            ("locality (untouched answers unchanged)", "locality"),
+            ("- questions about other entities", "locality_other"),
+            ("- other questions about an edited entity", "locality_same_entity")]
+    rows = [(label, key) for label, key in rows if key in post]
     say(f"\n| metric | before editing | after {len(cases)} edits |\n|---|---|---|")
     for label, key in rows:
         say(f"| {label} | {_fmt(pre[key])} | {_fmt(post[key])} |")
@@ -223,7 +255,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     say(f"| extra parameters | – | {stats['extra_parameters']:,} |")
 
     summary = {"model": subject.name, "n_edits": len(cases), "edits_per_block": opts.edits_per_block,
-               "pre": pre, "post": {k: post[k] for k, _ in [(k, 0) for _, k in rows]},
+               "pre": pre, "post": {key: post[key] for _, key in rows},
                "edit_seconds": round(edit_seconds, 2), "stats": stats, "curve": curve,
                "config": subject.config.to_dict()}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -260,10 +292,16 @@ def _print_examples(say, ask: Asker, cases, pre_answers, answers, world, control
         if c.rephrases:
             r = answers["rephrases"][offsets[i]]
             say(f"  paraphrase: {c.rephrases[0]} -> {r} {'✓' if ask.hit(r, c.target) else '✗'}")
-        control = (c.locality[0] if c.locality else
-                   next((f.question for f in untouched if f.entity == entity_of.get(c.prompt)), None)
-                   or (untouched[i % len(untouched)].question if untouched else None))
-        if control is not None and control in control_index:
-            j = control_index[control]
-            same = "unchanged" if control_after[j] == control_before[j] else "CHANGED"
-            say(f"  control: {control} -> {control_after[j]} ({same})")
+        if c.locality:
+            shown = [("control", c.locality[0])]
+        else:
+            entity = entity_of.get(c.prompt)
+            same = next((f.question for f in untouched if f.entity == entity), None)
+            other = next((f.question for f in untouched[i * 7 % max(1, len(untouched)):] + untouched
+                          if f.entity != entity), None)
+            shown = [("control, same entity", same), ("control, other entity", other)]
+        for label, control in shown:
+            if control is not None and control in control_index:
+                j = control_index[control]
+                same_answer = "unchanged" if control_after[j] == control_before[j] else "CHANGED"
+                say(f"  {label}: {control} -> {control_after[j]} ({same_answer})")

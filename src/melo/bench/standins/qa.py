@@ -262,7 +262,7 @@ def answer_ids(tokenizer: Any, answers: Sequence[str], max_tokens: int) -> list[
 
 
 def train(model: nn.Module, tokenizer: Any, questions: Sequence[str], answers: Sequence[str],
-          settings: dict[str, Any] | None = None, progress: bool = True, name: str = NAME) -> dict[str, Any]:
+          settings: dict[str, Any] | None = None, progress: bool = True, label: str = NAME) -> dict[str, Any]:
     """Train the decoder on cached encoder outputs (the encoder and word embeddings stay frozen)."""
     start = time.perf_counter()
     settings = settings or SETTINGS
@@ -293,7 +293,7 @@ def train(model: nn.Module, tokenizer: Any, questions: Sequence[str], answers: S
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, (total - s) / total))
     generator = torch.Generator().manual_seed(seed)
     epoch_losses: list[float] = []
-    bar = tqdm(total=total, desc=f"{name}: train decoder", disable=not progress)
+    bar = tqdm(total=total, desc=f"{label}: train decoder", disable=not progress)
     decoder.train()
     try:
         for _ in range(epochs):
