@@ -96,6 +96,10 @@ def test_melo_run_end_to_end_on_a_small_world(tmp_path, monkeypatch, capsys):
     loaded = MeloModel.from_pretrained(base, out / "adapter", tokenizer=tok)
     ask = Asker(Subject(loaded, tok, loaded.melo_config, "seq2seq", "t"))
     assert ask(loaded, [e.prompt for e in world.edits]) == [a["after"] for a in answers]
+    controls = [q for f in world.untouched() for q in (f.question, *f.paraphrases)]
+    with loaded.disabled():
+        before = ask(loaded, controls)
+    assert ask.answers_after_edit(loaded, controls, before) == ask(loaded, controls)  # the shortcut is exact
 
 
 def test_melo_run_reports_bad_options(tmp_path, capsys):

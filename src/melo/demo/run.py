@@ -106,6 +106,26 @@ class Asker:
             return predict_labels(model, s.tokenizer, prompts)
         return generate_answers(model, s.tokenizer, prompts, s.task, max_new_tokens=self.max_new_tokens)
 
+    def routed(self, model: Any, prompts: Sequence[str], batch_size: int = 128) -> list[bool]:
+        """Whether each prompt falls in some edit's ball (a router pass only, no generation)."""
+        from ..text import tokenize
+
+        side = "left" if self.subject.task == "causal_lm" else "right"
+        out: list[bool] = []
+        for lo in range(0, len(prompts), batch_size):
+            enc = tokenize(self.subject.tokenizer, prompts[lo : lo + batch_size], side)
+            out.extend((model.route(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)) >= 0).tolist())
+        return out
+
+    def answers_after_edit(self, model: Any, prompts: Sequence[str], before: Sequence[Any]) -> list[Any]:
+        """Answers of the edited model: prompts outside every ball run through the untouched base
+        model bit for bit (tests/test_models.py), so only the routed ones are asked again."""
+        routed = [i for i, r in enumerate(self.routed(model, prompts)) if r]
+        out = list(before)
+        for i, answer in zip(routed, self(model, [prompts[i] for i in routed])):
+            out[i] = answer
+        return out
+
     def spoken(self, target: Any) -> Any:
         """What a correct answer looks like from this tokenizer (uncased WordPiece lower-cases)."""
         if self.subject.task == "classification":
@@ -139,11 +159,11 @@ def _controls(world: World | None, cases: Sequence[EditCase]) -> tuple[list[str]
 
 
 def _measure(model: Any, ask: Asker, cases: Sequence[EditCase], controls: Sequence[str], same_entity: Sequence[bool],
-             before_controls: Sequence[Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+             before_controls: Sequence[Any], pre_edit: bool = False) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     edit_answers = ask(model, [c.prompt for c in cases])
     rephrases = [(i, r) for i, c in enumerate(cases) for r in c.rephrases]
     rephrase_answers = ask(model, [r for _, r in rephrases])
-    control_answers = ask(model, controls)
+    control_answers = list(before_controls) if pre_edit else ask.answers_after_edit(model, controls, before_controls)
     kept = [float(a == b) for a, b in zip(control_answers, before_controls)]
     metrics = {
         "edit_success": _mean([float(ask.hit(a, c.target)) for a, c in zip(edit_answers, cases)]),
@@ -220,7 +240,7 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
 
     with model.disabled():
         control_before = ask(model, controls)
-        pre, pre_answers = _measure(model, ask, cases, controls, same_entity, control_before)
+        pre, pre_answers = _measure(model, ask, cases, controls, same_entity, control_before, pre_edit=True)
     blocks = [cases[i : i + opts.edits_per_block] for i in range(0, len(cases), opts.edits_per_block)]
     say(f"\n{len(cases)} edits in {len(blocks)} blocks of {opts.edits_per_block} on {subject.name}; "
         f"{len(controls)} control questions measure locality ({sum(same_entity)} of them about an edited entity)")
