@@ -84,6 +84,25 @@ def resolve_targets(model: nn.Module, target_modules: list[str] | str) -> dict[s
     return found
 
 
+@torch.no_grad()
+def run_prompt(base_model: nn.Module, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               stop: type[BaseException]) -> None:
+    """Run the part of the model that reads the prompt (the encoder of a seq2seq model), with the
+    positions generate() gives left-padded rows, until a hook raises ``stop`` (or the end)."""
+    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    run = base_model
+    if task == "seq2seq":
+        run = base_model.get_encoder()
+    elif task == "causal_lm":
+        inputs["use_cache"] = False
+        if bool((attention_mask[:, 0] == 0).any()):
+            inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+    try:
+        run(**inputs)
+    except stop:
+        pass
+
+
 class MeloModel(nn.Module):
     """A base model whose target modules carry MELO's dynamic LoRA, gated by a vector database."""
 
@@ -192,19 +211,8 @@ class MeloModel(nn.Module):
     def _key_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        run = self.base_model
-        if self.task == "seq2seq":
-            run = self.base_model.get_encoder()
-        elif self.task == "causal_lm":
-            inputs["use_cache"] = False
-            if bool((attention_mask[:, 0] == 0).any()):  # left padding: positions as generate() gives them
-                inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        with self.routing.use("keys", attention_mask=attention_mask), torch.no_grad():
-            try:
-                run(**inputs)
-            except _StopForward:
-                pass
+        with self.routing.use("keys", attention_mask=attention_mask):
+            run_prompt(self.base_model, self.task, input_ids, attention_mask, _StopForward)
             keys = self.routing.keys
         if keys is None:
             raise MeloConfigError(f"router layer {self.melo_config.router_layer!r} did not run")

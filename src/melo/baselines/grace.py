@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from ..config import MeloConfig
 from ..errors import MeloConfigError, MeloEditError, MeloLoadError, MeloRoutingError
-from ..model import EditResult, resolve_targets
+from ..model import EditResult, resolve_targets, run_prompt
 from . import BaselineEditor
 
 SPLIT_EPS = 1e-5  # the reference's margin: the old entry's radius stops just short of d / 2
@@ -348,19 +348,8 @@ class GraceEditor(BaselineEditor):
         """Layer inputs and outputs at the last prompt token, running the model only up to the layer."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        run = self.base_model
-        if self.task == "seq2seq":
-            run = self.base_model.get_encoder()
-        elif self.task == "causal_lm":
-            inputs["use_cache"] = False
-            if bool((attention_mask[:, 0] == 0).any()):  # left padding: positions as generate() gives them
-                inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        with self.state.use("keys", key_mask=attention_mask), torch.no_grad():
-            try:
-                run(**inputs)
-            except _StopKeys:
-                pass
+        with self.state.use("keys", key_mask=attention_mask):
+            run_prompt(self.base_model, self.task, input_ids, attention_mask, _StopKeys)
             keys, outs = self.state.keys, self.state.key_outputs
         if keys is None:
             raise MeloConfigError(f"GRACE layer {self.layer_name!r} did not run")
