@@ -107,3 +107,14 @@ def test_melo_run_reports_bad_options(tmp_path, capsys):
         main(["run", "--preset", "bert-scotus", "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "--preset names the layers of a --model" in capsys.readouterr().err
+
+
+def test_help_of_every_command(capsys):
+    for argv in (["--help"], ["run", "--help"], ["bench", "--help"], ["compare", "--help"], ["plot", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model", "--preset", "--edits", "--out", "--device", "--seed", "--quiet", "--radius",
+                   "--protocol", "--method", "--n-edits", "--data-dir", "examples:"):
+        assert option in text

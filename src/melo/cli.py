@@ -52,7 +52,19 @@ def plot(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="melo", description="Lifelong model editing with MELO.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="melo", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Lifelong model editing with MELO (neuron-indexed dynamic LoRA) for Hugging Face models.",
+        epilog="examples:\n"
+               "  melo run                                   # the demo on the shipped fictional world\n"
+               "  melo run --edits my_edits.csv              # your own edits on the demo model\n"
+               "  melo bench --preset minilm-qa              # zsRE, 1,000 edits, offline stand-in\n"
+               "  melo bench --preset minilm-qa --method all # MELO, GRACE, LoRA and FT side by side\n"
+               "  melo compare runs/bench/minilm-qa/*        # Table-2-shaped comparison of run folders\n"
+               "Python API: import melo; melo.get_melo_model(model, melo.MeloConfig(...), tokenizer=tok)")
+    parser.add_argument("--version", action="version", version=f"melo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     from .presets import PRESETS
 
@@ -81,7 +93,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from .bench.presets import BENCH_PRESETS
 
-    b = sub.add_parser("bench", help="run a paper experiment (or its offline stand-in) and write a run directory")
+    b = sub.add_parser(
+        "bench", help="run a paper experiment (or its offline stand-in) and write a run directory",
+        description="Run one editing experiment: load the preset's model (offline stand-ins are trained and "
+                    "cached on first use) and data, stream the edits the model gets wrong in blocks, and "
+                    "write config.json, metrics.jsonl, summary.json, table.md, metrics.png and router.png.")
     b.add_argument("--preset", required=True, choices=sorted(BENCH_PRESETS), help="experiment preset")
     b.add_argument("--protocol", default="sequential", choices=["sequential", "lifelong"],
                    help="sequential: MELO/GRACE (ES, ERR, TRR, generality/ARR); lifelong: WISE (T = 1, 10, 100, 1000)")
