@@ -188,3 +188,18 @@ def test_prefix_replay_gives_the_same_edit(family, word_tokenizer, monkeypatch):
         results.append((result.losses, {k: v.clone() for k, v in model.lora.state_dict().items()}))
     assert results[0][0] == results[1][0]
     assert all(torch.equal(results[0][1][k], results[1][1][k]) for k in results[0][1])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_head_on_targets_gives_the_model_loss(family, word_tokenizer, monkeypatch):
+    """Logits at target positions only: the same loss as the model's own, the same edit."""
+    results = []
+    for only_targets in (True, False):
+        monkeypatch.setattr(melo.MeloModel, "head_on_targets", only_targets)
+        base = MODEL_FACTORIES[family]()
+        model = melo.get_melo_model(base, melo_config(family, num_iter=6), tokenizer=word_tokenizer)
+        result = model.edit(EDIT_PROMPTS, edit_targets(family, base, word_tokenizer))
+        results.append((result.losses, {k: v.clone() for k, v in model.lora.state_dict().items()}))
+    torch.testing.assert_close(torch.tensor(results[0][0]), torch.tensor(results[1][0]), rtol=1e-5, atol=1e-6)
+    for k in results[0][1]:
+        torch.testing.assert_close(results[0][1][k], results[1][1][k], rtol=1e-4, atol=1e-6)

@@ -6,7 +6,7 @@ import math
 import os
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 from .config import MeloConfig
 from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadError
 from .layer import SUPPORTED, DynamicLoraLayer, RoutingState, module_features
-from .prefix import frozen_prefix, replay_outputs
+from .prefix import frozen_prefix, head_at, next_token_targets, replay_outputs
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
 from .router import VectorDatabase, pool_hidden
 from .text import check_edit_batch, edit_batch, pad_with_eos, tokenize
@@ -107,6 +107,7 @@ class MeloModel(nn.Module):
     """A base model whose target modules carry MELO's dynamic LoRA, gated by a vector database."""
 
     replay_prefix = True  # edits record the layers before the first target once (melo.prefix)
+    head_on_targets = True  # causal-LM edits compute logits at target positions only (melo.prefix)
 
     def __init__(self, base_model: nn.Module, config: MeloConfig, tokenizer: Any = None):
         super().__init__()
@@ -312,10 +313,17 @@ class MeloModel(nn.Module):
                         **encoder_inputs, attention_mask=batch["attention_mask"])
             if self.task != "classification":
                 batch["use_cache"] = False  # layers skipped by the replay must not owe a KV cache entry
-            with self.routing.use("train"), torch.enable_grad(), replay_outputs(self._frozen_prefix) as replay:
+            head = self.base_model.get_output_embeddings() if self.task == "causal_lm" else None
+            loss_of, only_targets = (lambda out: out.loss), nullcontext()
+            if head is not None and self.head_on_targets:
+                positions, gold = next_token_targets(batch.pop("labels"))
+                loss_of = lambda out: nn.functional.cross_entropy(out.logits.float(), gold)  # noqa: E731
+                only_targets = head_at(head, positions)
+            with self.routing.use("train"), torch.enable_grad(), replay_outputs(self._frozen_prefix) as replay, \
+                    only_targets:
                 for step in tqdm(range(cfg.num_iter), desc=f"edit block {block}", disable=not progress, leave=False):
                     optimizer.zero_grad(set_to_none=True)
-                    loss = self.base_model(**batch).loss
+                    loss = loss_of(self.base_model(**batch))
                     if step == 0:
                         replay()  # layers before the first target: same input every step
                     loss.backward()

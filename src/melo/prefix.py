@@ -1,12 +1,18 @@
-"""Replay an edit's frozen prefix: transformer layers before the first LoRA target see the same
-input at every training step of an edit, so their outputs are recorded on the first step and
-returned as they are on the others (no recomputation, no autograd through them)."""
+"""Work an edit's training steps can skip.
+
+* Frozen prefix: transformer layers before the first LoRA target see the same input at every
+  step of an edit, so their outputs are recorded on the first step and returned as they are on
+  the others (no recomputation, no autograd through them).
+* Output head: a causal LM's loss needs logits at the target positions only; with a long prompt
+  and a large vocabulary the head over every position costs more than the layers being trained.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
+import torch
 from torch import nn
 
 
@@ -54,3 +60,23 @@ def replay_outputs(layers: list[nn.Module]) -> Iterator[callable]:
             h.remove()
         for layer in layers:
             layer.__dict__.pop("forward", None)
+
+
+@contextmanager
+def head_at(head: nn.Module, positions: torch.Tensor) -> Iterator[None]:
+    """Inside, ``head`` (the output embedding) sees only the hidden states at ``positions`` (a
+    boolean [batch, seq] mask) and returns logits [n, vocab] for them, in row-major order."""
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][positions], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def next_token_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For causal-LM labels [batch, seq] (-100 = ignored): the positions whose logits predict a
+    labelled next token, and those tokens (what the model's own shifted loss averages over)."""
+    following = labels[:, 1:]
+    positions = torch.zeros_like(labels, dtype=torch.bool)
+    positions[:, :-1] = following != -100
+    return positions, following[following != -100]
