@@ -54,6 +54,7 @@ class BenchPreset:
     upstream_limit: int | None = 1000
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method
 
 
 def _fixed(name: str) -> Callable[[], dict[str, Any]]:
@@ -64,17 +65,24 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     p.name: p
     for p in [
         BenchPreset("t5small-zsre", "zsre", _hub("seq2seq", "google/t5-small-ssm-nq"), _fixed("t5small-zsre"),
-                    edits_per_block=100, metric_period=100, n_edits=1000),
+                    edits_per_block=100, metric_period=100, n_edits=1000,
+                    baseline_options={"grace": {"layer": "encoder.block.4.layer.1.DenseReluDense.wo",
+                                                "replacement": "all"}}),
         BenchPreset("t5large-zsre", "zsre", _hub("seq2seq", "google/t5-large-ssm-nq"), _fixed("t5large-zsre"),
                     edits_per_block=100, metric_period=100, n_edits=1000,
-                    notes="T5-Large layer choice mirrors T5-Small's (router in the penultimate encoder block)."),
+                    notes="T5-Large layer choice mirrors T5-Small's (router in the penultimate encoder block).",
+                    baseline_options={"grace": {"layer": "encoder.block.22.layer.1.DenseReluDense.wo",
+                                                "replacement": "all"}}),
         BenchPreset("bert-scotus", "scotus", _hub("classification", "tomh/scotus-bert"), _fixed("bert-scotus"),
                     edits_per_block=50, metric_period=100, n_edits=None),
         BenchPreset("gpt2xl-hallucination", "hallucination", _hub("causal_lm", "gpt2-xl"),
                     _fixed("gpt2xl-hallucination"), edits_per_block=4, metric_period=100, n_edits=None,
                     notes="GRACE fine-tuned GPT2-XL on the passages first; plain gpt2-xl otherwise."),
         BenchPreset("minilm-qa", "zsre", _standin("minilm-qa"), lambda: _standin_settings("minilm-qa"),
-                    edits_per_block=10, metric_period=100, n_edits=1000),
+                    edits_per_block=10, metric_period=100, n_edits=1000,
+                    # GRACE edits seq2seq models in the encoder (GRACE's T5 layer: an encoder FFN output)
+                    baseline_options={"grace": {"layer": "encoder.encoder.layer.5.output.dense",
+                                                "replacement": "all"}}),
         BenchPreset("minilm-scotus", "scotus", _standin("minilm-scotus"), lambda: _standin_settings("minilm-scotus"),
                     edits_per_block=50, metric_period=100, n_edits=None),
         BenchPreset("minilm-lm", "hallucination", _standin("minilm-lm"), lambda: _standin_settings("minilm-lm"),

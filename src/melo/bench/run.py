@@ -48,7 +48,7 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
         max_new_tokens=p.max_new_tokens,
         upstream_limit=p.upstream_limit,
     )
-    options = dict(method_options or {})
+    options = {**p.baseline_options.get(method, {}), **(method_options or {})}
     if method == "lora" and "r" not in options and "expected_blocks" not in options:
         # MELO's capacity at the end of the run (an upper bound: only errors are edited)
         n = len(data.edits) if settings.n_edits is None else min(settings.n_edits, len(data.edits))
