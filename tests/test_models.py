@@ -175,31 +175,28 @@ def test_seq2seq_edit_runs_a_frozen_encoder_once(word_tokenizer):
     assert out[:, 1].tolist() == word_tokenizer.convert_tokens_to_ids(["rome", "tolstoy"])
 
 
+def _edit_with(family, tokenizer, monkeypatch, switch, value):
+    """One fresh 6-step edit with MeloModel.<switch> = value: (model, losses, LoRA state)."""
+    monkeypatch.setattr(melo.MeloModel, switch, value)
+    base = MODEL_FACTORIES[family]()
+    model = melo.get_melo_model(base, melo_config(family, num_iter=6), tokenizer=tokenizer)
+    result = model.edit(EDIT_PROMPTS, edit_targets(family, base, tokenizer))
+    return model, result.losses, {k: v.clone() for k, v in model.lora.state_dict().items()}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prefix_replay_gives_the_same_edit(family, word_tokenizer, monkeypatch):
     """Recording the layers before the first target once changes nothing but the time."""
-    results = []
-    for replay in (True, False):
-        monkeypatch.setattr(melo.MeloModel, "replay_prefix", replay)
-        base = MODEL_FACTORIES[family]()
-        model = melo.get_melo_model(base, melo_config(family, num_iter=6), tokenizer=word_tokenizer)
-        assert len(model._frozen_prefix) == (2 if replay and family != "t5" else 0)
-        result = model.edit(EDIT_PROMPTS, edit_targets(family, base, word_tokenizer))
-        results.append((result.losses, {k: v.clone() for k, v in model.lora.state_dict().items()}))
-    assert results[0][0] == results[1][0]
-    assert all(torch.equal(results[0][1][k], results[1][1][k]) for k in results[0][1])
+    on, off = (_edit_with(family, word_tokenizer, monkeypatch, "replay_prefix", v) for v in (True, False))
+    assert len(on[0]._frozen_prefix) == (0 if family == "t5" else 2) and off[0]._frozen_prefix == []
+    assert on[1] == off[1]
+    assert all(torch.equal(on[2][k], off[2][k]) for k in on[2])
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_head_on_targets_gives_the_model_loss(family, word_tokenizer, monkeypatch):
     """Logits at target positions only: the same loss as the model's own, the same edit."""
-    results = []
-    for only_targets in (True, False):
-        monkeypatch.setattr(melo.MeloModel, "head_on_targets", only_targets)
-        base = MODEL_FACTORIES[family]()
-        model = melo.get_melo_model(base, melo_config(family, num_iter=6), tokenizer=word_tokenizer)
-        result = model.edit(EDIT_PROMPTS, edit_targets(family, base, word_tokenizer))
-        results.append((result.losses, {k: v.clone() for k, v in model.lora.state_dict().items()}))
-    torch.testing.assert_close(torch.tensor(results[0][0]), torch.tensor(results[1][0]), rtol=1e-5, atol=1e-6)
-    for k in results[0][1]:
-        torch.testing.assert_close(results[0][1][k], results[1][1][k], rtol=1e-4, atol=1e-6)
+    on, off = (_edit_with(family, word_tokenizer, monkeypatch, "head_on_targets", v) for v in (True, False))
+    torch.testing.assert_close(torch.tensor(on[1]), torch.tensor(off[1]), rtol=1e-5, atol=1e-6)
+    for k in on[2]:
+        torch.testing.assert_close(on[2][k], off[2][k], rtol=1e-4, atol=1e-6)

@@ -9,11 +9,12 @@ question and paraphrase of ``world.json`` and cached in ``$MELO_CACHE/demo/world
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
 
-from ..bench.cache import cache_dir, load_cached, save_cached
+from ..bench.cache import cache_dir, cached_info, load_cached, save_cached
 from ..bench.standins import qa
 from ..config import MeloConfig
 from .world import World
@@ -53,6 +54,12 @@ def _world_digest(world: World) -> str:
 
 def _settings(world: World) -> dict[str, Any]:
     return {**SETTINGS, "world": _world_digest(world)}
+
+
+def is_cached(world: World, directory: Path | None = None) -> bool:
+    """Whether a finished save for this world and these settings is in the cache (no model load)."""
+    info = cached_info(directory or cache_path())
+    return bool(info) and info.get("version") == VERSION and info.get("settings") == json.loads(json.dumps(_settings(world)))
 
 
 def load_or_train(world: World, progress: bool = True, directory: Path | None = None) -> tuple[Any, Any, dict]:

@@ -63,8 +63,7 @@ def _load_demo_subject(world: World, opts: DemoOptions, say: Callable[..., None]
     from . import model as demo_model
 
     start = time.perf_counter()
-    if demo_model.load_cached(demo_model.cache_path(), demo_model.VERSION, demo_model._settings(world),
-                              lambda d: (None, None)) is None:
+    if not demo_model.is_cached(world):
         say(f"Training the demo model once (MiniLM encoder + 2-layer decoder on {len(world.facts)} facts); "
             f"cached in {demo_model.cache_path()}")
     base, tokenizer, info = demo_model.load_or_train(world, progress=not opts.quiet)
@@ -298,13 +297,9 @@ def _print_examples(say, ask: Asker, cases, pre_answers, answers, world, control
     control_after = answers["controls"]
     control_index = {q: i for i, q in enumerate(controls)}
     entity_of = {f.question: f.entity for f in world.facts} if world else {}
-    untouched = [f for f in world.untouched()] if world else []
+    untouched = world.untouched() if world else []
     say("")
-    rephrase_pos = 0
-    offsets = []
-    for c in cases:
-        offsets.append(rephrase_pos)
-        rephrase_pos += len(c.rephrases)
+    offsets = [sum(len(c.rephrases) for c in cases[:i]) for i in range(min(n, len(cases)))]
     for i, c in enumerate(cases[:n]):
         mark = "✓" if ask.hit(answers["edits"][i], c.target) else "✗"
         say(f"{c.prompt}\n  before: {pre_answers['edits'][i]!s:24} target: {ask.spoken(c.target)!s:24} "
