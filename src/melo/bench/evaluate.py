@@ -7,9 +7,10 @@ a baseline editor, or a plain model). ``task`` is the MeloConfig task: "seq2seq"
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..text import causal_lm_batch, seq2seq_batch, tokenize
 
@@ -18,19 +19,28 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def _chunks(items: Sequence[Any], size: int):
-    for start in range(0, len(items), size):
+def _chunks(items: Sequence[Any], size: int, desc: str | None = None):
+    for start in tqdm(range(0, len(items), size), desc=desc, disable=desc is None, leave=False):
         yield items[start : start + size]
+
+
+def _by_length(texts: Sequence[str], size: int, desc: str | None = None) -> Iterator[list[int]]:
+    """Indices in batches of similar text length (less padding); callers put results back in order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    yield from _chunks(order, size, desc)
 
 
 @torch.no_grad()
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], task: str,
-                     batch_size: int = 64, max_new_tokens: int = 16) -> list[str]:
-    """Greedy answers; for causal LMs only the continuation after the prompt."""
+                     batch_size: int = 64, max_new_tokens: int = 16, desc: str | None = None) -> list[str]:
+    """Greedy answers; for causal LMs only the continuation after the prompt.
+
+    Batches follow the input order, so the same prompts give the same batches and, for rows no
+    edit touches, the same outputs bit for bit (locality compares them across states)."""
     out: list[str] = []
     device = _device(model)
     side = "left" if task == "causal_lm" else "right"
-    for chunk in _chunks(list(prompts), batch_size):
+    for chunk in _chunks(list(prompts), batch_size, desc):
         enc = {k: v.to(device) for k, v in tokenize(tokenizer, chunk, side).items() if k != "token_type_ids"}
         ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
         if task == "causal_lm":
@@ -40,30 +50,34 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], task: s
 
 
 @torch.no_grad()
-def predict_labels(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 64) -> list[int]:
-    out: list[int] = []
+def predict_labels(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 64,
+                   desc: str | None = None) -> list[int]:
+    out = [0] * len(texts)
     device = _device(model)
-    for chunk in _chunks(list(texts), batch_size):
-        enc = {k: v.to(device) for k, v in tokenize(tokenizer, chunk).items()}
-        out.extend(model(**enc).logits.argmax(-1).tolist())
+    for idx in _by_length(texts, batch_size, desc):
+        enc = {k: v.to(device) for k, v in tokenize(tokenizer, [texts[i] for i in idx]).items()}
+        for i, label in zip(idx, model(**enc).logits.argmax(-1).tolist()):
+            out[i] = label
     return out
 
 
 @torch.no_grad()
 def target_tokens(model: Any, tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], task: str,
-                  batch_size: int = 32, prefix: str = " ") -> tuple[list[float], list[list[int]], list[list[int]]]:
+                  batch_size: int = 32, prefix: str = " ", desc: str | None = None,
+                  ) -> tuple[list[float], list[list[int]], list[list[int]]]:
     """Teacher-forced pass over prompt + target: per example the summed NLL of the target tokens,
     the argmax token at each target position, and the target token ids themselves."""
-    nll: list[float] = []
-    argmax: list[list[int]] = []
-    gold: list[list[int]] = []
+    n = len(prompts)
+    nll: list[float] = [0.0] * n
+    argmax: list[list[int]] = [[] for _ in range(n)]
+    gold: list[list[int]] = [[] for _ in range(n)]
     device = _device(model)
-    for lo in range(0, len(prompts), batch_size):
-        p, t = list(prompts[lo : lo + batch_size]), list(targets[lo : lo + batch_size])
+    for idx in _by_length([p + t for p, t in zip(prompts, targets)], batch_size, desc):
+        p, t = [prompts[i] for i in idx], [targets[i] for i in idx]
         if task == "seq2seq":
-            batch, rows = seq2seq_batch(tokenizer, p, t)
+            batch, _ = seq2seq_batch(tokenizer, p, t)
         else:
-            batch, rows = causal_lm_batch(tokenizer, p, t, prefix)
+            batch, _ = causal_lm_batch(tokenizer, p, t, prefix)
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
         if task == "seq2seq":
@@ -73,12 +87,14 @@ def target_tokens(model: Any, tokenizer: Any, prompts: Sequence[str], targets: S
                 batch["melo_key_mask"] = batch["attention_mask"] * (labels == -100)
             logits = model(**batch).logits[:, :-1]
             labels = labels[:, 1:]
-        logp = torch.log_softmax(logits.float(), -1)
         mask = labels != -100
-        picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        nll.extend((-(picked * mask)).sum(1).tolist())
-        best = logits.argmax(-1)
-        for i in range(len(rows)):
-            argmax.append(best[i][mask[i]].tolist())
-            gold.append(labels[i][mask[i]].tolist())
+        at_targets = logits[mask].float()  # the vocabulary softmax only where it is scored
+        wanted = labels[mask]
+        picked = torch.log_softmax(at_targets, -1).gather(-1, wanted.unsqueeze(-1)).squeeze(-1)
+        counts = mask.sum(1).tolist()
+        for i, row_logp, row_best, row_gold in zip(idx, picked.split(counts), at_targets.argmax(-1).split(counts),
+                                                    wanted.split(counts)):
+            nll[i] = -float(row_logp.sum())
+            argmax[i] = row_best.tolist()
+            gold[i] = row_gold.tolist()
     return nll, argmax, gold

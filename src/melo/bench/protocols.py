@@ -44,25 +44,28 @@ class Settings:
 class Scorer:
     """The main metric of a task, for any list of prompts with gold answers."""
 
-    def __init__(self, kind: str, task: str, tokenizer: Any, settings: Settings, prefix: str = " "):
+    def __init__(self, kind: str, task: str, tokenizer: Any, settings: Settings, prefix: str = " ",
+                 progress: bool = False):
         self.kind, self.task, self.tokenizer, self.settings, self.prefix = kind, task, tokenizer, settings, prefix
+        self.progress = progress
 
     def __call__(self, model: Any, prompts: Sequence[str], golds: Sequence[Any]) -> dict[str, float]:
         if not prompts:
             return {}
         s = self.settings
+        desc = f"scoring {len(prompts)} prompts" if self.progress else None
         if self.kind == "qa":
-            preds = generate_answers(model, self.tokenizer, prompts, self.task, s.batch_size, s.max_new_tokens)
+            preds = generate_answers(model, self.tokenizer, prompts, self.task, s.batch_size, s.max_new_tokens, desc)
             golds = [self.spoken(g) for g in golds]
             f1 = [metrics.token_f1(p, g) for p, g in zip(preds, golds)]
             em = [metrics.exact_match(p, g) for p, g in zip(preds, golds)]
             return {"score": metrics.mean(f1), "em": metrics.mean(em), "_hits": em}
         if self.kind == "classification":
-            preds = predict_labels(model, self.tokenizer, prompts, s.batch_size)
+            preds = predict_labels(model, self.tokenizer, prompts, s.batch_size, desc)
             hits = [float(p == int(g)) for p, g in zip(preds, golds)]
             return {"score": metrics.mean(hits), "_hits": hits}
         nll, _, gold = target_tokens(model, self.tokenizer, prompts, [str(g) for g in golds], self.task,
-                                     max(1, s.batch_size // 2), self.prefix)
+                                     max(1, s.batch_size // 2), self.prefix, desc)
         return {"score": metrics.mean([metrics.perplexity(n, len(g)) for n, g in zip(nll, gold)])}
 
     def spoken(self, answers: Sequence[str]) -> list[str]:
@@ -139,7 +142,8 @@ def evaluate_state(scorer: Scorer, model: Any, done: Sequence[Record], data: Tas
 def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
                    log: Callable[[dict[str, Any]], None], progress: bool = True) -> dict[str, Any]:
     """MELO/GRACE protocol: batches of edits; ES after each batch, the rest every metric_period."""
-    scorer = Scorer(data.kind, task, editor.tokenizer, settings, getattr(getattr(editor, "melo_config", None), "target_prefix", " "))
+    prefix = getattr(getattr(editor, "melo_config", None), "target_prefix", " ")
+    scorer = Scorer(data.kind, task, editor.tokenizer, settings, prefix, progress)
     edits = select_edits(scorer, editor, data, settings)
     if not edits:
         raise ValueError(f"no edits to make on {data.name}: the unedited model gets every candidate right")
@@ -197,11 +201,15 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     loc_prompts = [r.locality_prompt or "" for r in edits]
     s = settings
 
+    def desc(what: str, n: int) -> str | None:
+        return f"{what} ({n} prompts)" if progress else None
+
     def outputs(prompts: Sequence[str]) -> list[str]:
-        return generate_answers(editor, tok, prompts, task, s.batch_size, s.max_new_tokens)
+        return generate_answers(editor, tok, prompts, task, s.batch_size, s.max_new_tokens, desc("answers", len(prompts)))
 
     def reliability(prompts: Sequence[str], targets: Sequence[str]) -> float:
-        _, argmax, gold = target_tokens(editor, tok, prompts, targets, task, s.batch_size)
+        _, argmax, gold = target_tokens(editor, tok, prompts, targets, task, s.batch_size,
+                                        desc=desc("teacher-forced", len(prompts)))
         return metrics.mean(_token_accuracy(argmax, gold, tok.eos_token_id))
 
     before_loc = outputs(loc_prompts)
