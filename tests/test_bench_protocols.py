@@ -96,3 +96,25 @@ def test_table_and_overlay(tmp_path):
     assert set(plots) == {"metrics", "router"} and all(p.stat().st_size > 1000 for p in plots.values())
     table = markdown_table([{"method": "a", "preset": "p", "n_edits": 10, "err": 0.5, "pre_err": 0.0, "edit_seconds": 5.0}])
     assert "| a | p | 10 | 0.000 → 0.500 | 0.500 |" in table
+
+
+@pytest.mark.parametrize("family,task", [("gpt2", "causal_lm"), ("t5", "seq2seq")])
+def test_target_tokens_in_input_order_whatever_the_batching(family, task, word_tokenizer):
+    """Length-sorted batches give each example the result it gets alone, in the caller's order."""
+    from melo.bench.evaluate import target_tokens
+
+    model = MODEL_FACTORIES[family]()
+    prompts = ["the capital of france is", "who", "what color is the sky today", "the dog"]
+    targets = ["rome", "wrote hamlet", "green", "is big and small"]
+    nll, argmax, gold = target_tokens(model, word_tokenizer, prompts, targets, task, batch_size=3)
+    alone = [target_tokens(model, word_tokenizer, [p], [t], task, batch_size=1) for p, t in zip(prompts, targets)]
+    assert nll == pytest.approx([a[0][0] for a in alone], rel=1e-5)
+    assert argmax == [a[1][0] for a in alone] and gold == [a[2][0] for a in alone]
+    assert [len(g) for g in gold] == [len(word_tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in targets]
+
+
+def test_predict_labels_in_input_order(word_tokenizer):
+    model = MODEL_FACTORIES["bert"]()
+    texts = ["the capital of france is", "who", "what color is the sky today", "the dog"]
+    assert predict_labels(model, word_tokenizer, texts, batch_size=3) == [
+        predict_labels(model, word_tokenizer, [t], batch_size=1)[0] for t in texts]
