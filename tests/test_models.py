@@ -200,3 +200,30 @@ def test_head_on_targets_gives_the_model_loss(family, word_tokenizer, monkeypatc
     torch.testing.assert_close(torch.tensor(on[1]), torch.tensor(off[1]), rtol=1e-5, atol=1e-6)
     for k in on[2]:
         torch.testing.assert_close(on[2][k], off[2][k], rtol=1e-4, atol=1e-6)
+
+
+
+def test_keep_best_restores_the_parameters_of_the_lowest_loss():
+    from melo.model import KeepBest
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    best = KeepBest([p])
+    for value, loss in [(1.0, 5.0), (2.0, 0.5), (3.0, 2.0)]:
+        with torch.no_grad():
+            p.fill_(value)
+        best.offer(loss)
+    assert best.restore() == 0.5 and p.tolist() == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_edit_commits_the_block_at_its_lowest_training_loss(word_tokenizer, family):
+    """The committed block is the best one seen (after the last step included), and the edited
+    model scores the edit at exactly that loss."""
+    from melo.bench.evaluate import target_tokens
+
+    config = melo_config(family, edit_lr=0.1, lr_step=1000, num_iter=30)
+    model = melo.get_melo_model(MODEL_FACTORIES[family](), config, tokenizer=word_tokenizer)
+    result = model.edit(EDIT_PROMPTS, ["rome", "tolstoy"])
+    assert result.final_loss <= min(result.losses)
+    nll, _, gold = target_tokens(model, word_tokenizer, EDIT_PROMPTS, ["rome", "tolstoy"], config.task)
+    assert sum(nll) / sum(len(g) for g in gold) == pytest.approx(result.final_loss, rel=1e-4, abs=1e-6)
