@@ -11,7 +11,26 @@ SETTINGS["epochs"] epochs with AdamW on the de-duplicated summaries of terms <= 
 Frozen lower layers keep MiniLM's sentence-level states for the router; training only the
 top keeps the run within a few minutes on 2 CPU cores.
 
-MELO settings (``MELO_SETTINGS``): SWEEP_DOC below holds the sweeps they come from.
+MELO settings (``MELO_SETTINGS``). Router: layer 3, the last frozen layer, so keys are MiniLM's
+own sentence states (training moved only layers 4-5); targets: the FFN outputs of layers 4-5.
+Key pooling and radius from ``scripts/sweep_settings.py --preset minilm-scotus --blocks 2
+--controls 200 --threads 1 --grid 'init_radius=0.05;0.1;0.2;0.4'`` (and ``--variant
+'{"key_pooling": "first"}'``): the first 100 shifted-term errors in blocks of 50, TRR on the first
+200 early-term summaries (pre-edit accuracy 1.0 on them), L2-normalised keys, other settings as
+in MELO_SETTINGS; 1 thread beside other runs.
+
+| pooling | init_radius | ES | ERR | TRR change | TRR routed | conflicts | forgotten | s / block |
+|---|---|---|---|---|---|---|---|---|
+| mean | 0.05 | 1.00 | 1.00 | 0 | 0 | 0 | 0 | 58 |
+| **mean** | **0.1** | **1.00** | **1.00** | **0** | **0** | **0** | **0** | **54** |
+| mean | 0.2 | 0.92 | 0.89 | 0 | 0 | 21 | 11 | 54 |
+| mean | 0.4 | 0.84 | 0.80 | -0.01 | 0.01 | 72 | 27 | 77 |
+| first ([CLS]) | 0.1 | 0.99 | 0.81 | -0.45 | 1.00 | 68 | 33 | 79 |
+
+From 0.2 on, conflicts appear (a key within two radii of a centre of another label: some summaries
+of different labels lie within 0.4 of each other); conflicts halve radii and forget edits. Layer 3's [CLS] state is nearly the same
+for every summary (every control prompt routed). The largest radius without conflicts, 0.1, is
+kept: SCOTUS has no rephrasings, and the room it leaves is for near-duplicate summaries.
 """
 
 from __future__ import annotations
