@@ -27,8 +27,7 @@ import torch
 from melo import MeloConfig, get_melo_model
 from melo.bench.data import load_task, resolve_data_dir
 from melo.bench.presets import bench_preset
-from melo.bench.protocols import Scorer, Settings, select_edits
-from melo.bench.standins import STANDINS
+from melo.bench.protocols import LOWER_IS_BETTER, Scorer, Settings, select_edits
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -84,9 +83,13 @@ def main() -> None:
     settings = Settings(edits_per_block=per_block, n_edits=args.blocks * per_block, max_new_tokens=preset.max_new_tokens)
     scorer = Scorer(data.kind, preset.melo()["task"], tokenizer, settings)
     edits = select_edits(scorer, base, data, settings)
-    controls = {"trr": data.upstream[: args.controls], "arr": list(data.accurate)[: args.controls]}
-    pre = {k: scorer.records(base, v, gold="answers" if k == "trr" else "target")["score"]
-           for k, v in controls.items() if v}
+    controls = {k: list(v)[: args.controls] for k, v in (("trr", data.upstream), ("arr", data.accurate)) if v}
+
+    def score_controls(model: Any) -> dict[str, float]:
+        return {k: scorer.records(model, v, gold="answers" if k == "trr" else "target")["score"]
+                for k, v in controls.items()}
+
+    pre = score_controls(base)
     pre["err"] = scorer.records(base, edits)["score"]
     print(f"{args.preset}: {len(edits)} edits in blocks of {per_block}; pre-edit "
           + ", ".join(f"{k} {v:.4g}" for k, v in pre.items()), flush=True)
@@ -103,14 +106,13 @@ def main() -> None:
             seconds.append(time.perf_counter() - start)
             final_loss.append(result.final_loss)
             es.append(scorer.records(model, batch)["score"])
-        post = {k: scorer.records(model, v, gold="answers" if k == "trr" else "target")["score"]
-                for k, v in controls.items() if v}
+        post = score_controls(model)
         err = scorer.records(model, edits)["score"]
-        worst = max(es) if scorer.kind == "hallucination" else min(es)
+        worst = max(es) if scorer.kind in LOWER_IS_BETTER else min(es)
         print(json.dumps({
             **change, "es": round(sum(es) / len(es), 4), "es_worst": round(worst, 4), "err": round(err, 4),
             **{f"{k}_change": round(post[k] / pre[k] - 1, 5) for k in post},
-            **{f"{k}_routed": round(routed_fraction(model, [r.prompt for r in v]), 3) for k, v in controls.items() if v},
+            **{f"{k}_routed": round(routed_fraction(model, [r.prompt for r in v]), 3) for k, v in controls.items()},
             "final_loss": round(sum(final_loss) / len(final_loss), 4),
             "s_per_block": round(sum(seconds) / len(seconds), 2), **model.stats(),
         }), flush=True)

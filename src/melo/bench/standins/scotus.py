@@ -27,9 +27,9 @@ in MELO_SETTINGS; 1 thread beside other runs.
 | mean | 0.4 | 0.84 | 0.80 | -0.01 | 0.01 | 72 | 27 | 77 |
 | first ([CLS]) | 0.1 | 0.99 | 0.81 | -0.45 | 1.00 | 68 | 33 | 79 |
 
-From 0.2 on, conflicts appear (a key within two radii of a centre of another label: some summaries
-of different labels lie within 0.4 of each other); conflicts halve radii and forget edits. Layer 3's [CLS] state is nearly the same
-for every summary (every control prompt routed). The largest radius without conflicts, 0.1, is
+From 0.2 on, conflicts appear (a key within two radii of a centre of another label: some
+summaries of different labels lie within 0.4 of each other); conflicts halve radii and forget
+edits. Layer 3's [CLS] state is nearly the same for every summary (every control prompt routed). The largest radius without conflicts, 0.1, is
 kept: SCOTUS has no rephrasings, and the room it leaves is for near-duplicate summaries.
 """
 
