@@ -80,7 +80,7 @@ def bench_gpt2(args) -> list[list]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (args.gpt2_batch, args.seq), generator=g)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    probe = model._key_pass(ids, inputs["attention_mask"])  # this batch's keys, as the router makes them
+    probe = model.router.keys(ids, inputs["attention_mask"])  # this batch's keys, as the router makes them
     half = len(ids) // 2
     rows = []
     for c in args.clusters:

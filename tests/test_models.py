@@ -204,7 +204,7 @@ def test_head_on_targets_gives_the_model_loss(family, word_tokenizer, monkeypatc
 
 
 def test_keep_best_restores_the_parameters_of_the_lowest_loss():
-    from melo.model import KeepBest
+    from melo.editor import KeepBest
 
     p = torch.nn.Parameter(torch.zeros(3))
     best = KeepBest([p])

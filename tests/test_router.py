@@ -148,3 +148,39 @@ def test_lookup_is_one_pass_for_many_keys():
     live = db.live()
     assert db.lookup(keys)[live].eq(0).all()
     assert db.lookup(torch.randn(10, 16) * 100).tolist() == [-1] * 10
+
+
+def test_identical_keys_with_different_targets_in_one_batch_keep_the_last():
+    db = VectorDatabase(2, 0.5)
+    key = torch.tensor([[1.0, 1.0]] * 3)
+    db, report = db.updated(key, [(1,), (2,), (3,)], 0)
+    assert report.forgotten == {0: "superseded", 1: "superseded"}
+    assert db.live().tolist() == [False, False, True] and db.labels == [(3,)]
+    assert db.lookup(key[:1]).tolist() == [0]
+    db, report = db.updated(torch.tensor([[1.0, 1.0], [1.0, 1.0]]), [(4,), (4,)], 1)  # exact centre, new label
+    assert report.conflicts == 1 and report.forgotten == {2: "conflict"}
+    assert db.labels == [(4,)] and db.live().tolist() == [False, False, False, True, True]
+    assert db.lookup(key[:1]).tolist() == [1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_duplicates_and_exact_centres_are_never_all_lost(data):
+    """Batches that repeat keys and reuse exact centres: the last edit of a repeated key wins,
+    earlier ones of that batch are superseded, and every live key still routes to its own block."""
+    db = VectorDatabase(2, 0.5)
+    for block in range(data.draw(st.integers(1, 6))):
+        pool = [tuple(c) for c in db.centres.float().tolist()] + data.draw(st.lists(st.tuples(grid, grid),
+                                                                                    min_size=1, max_size=3))
+        batch = data.draw(st.lists(st.tuples(st.sampled_from(pool), st.integers(0, 2)), min_size=1, max_size=5))
+        start = db.n_keys
+        db, report = db.updated(torch.tensor([k for k, _ in batch], dtype=torch.float32),
+                                [(label,) for _, label in batch], block)
+        live = db.live()
+        assert db.lookup(db.keys)[live].tolist() == db.key_block[live].tolist()
+        for i, (key, label) in enumerate(batch):
+            later = [j for j in range(i + 1, len(batch)) if batch[j][0] == key]
+            if any(batch[j][1] != label for j in later):
+                assert report.forgotten.get(start + i) == "superseded"
+        if len({k for k, _ in batch}) == 1:  # one key repeated: its last edit is live
+            assert bool(live[start + len(batch) - 1])

@@ -10,7 +10,8 @@ from .errors import (
     MeloLoadError,
     MeloRoutingError,
 )
-from .model import EditResult, MeloModel, get_melo_model
+from .editor import EditResult
+from .model import MeloModel, get_melo_model
 from .presets import PRESETS, preset_config
 from .router import VectorDatabase
 

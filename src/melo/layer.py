@@ -1,4 +1,4 @@
-"""Dynamic LoRA: per-module blocks of LoRA factors, switched on per row by the routing state.
+"""Dynamic LoRA: per-module blocks of LoRA factors, switched on per row by the call's routing.
 
 A ``DynamicLoraLayer`` is attached to a target module by a forward hook (the module itself is not
 replaced). Frozen blocks live in stacked buffers ``A [n, r, in]`` and ``B [n, out, r]``; the block
@@ -9,51 +9,12 @@ block, so a mixed batch needs no loop over rows, and rows routed nowhere are ret
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
-from .errors import MeloConfigError, MeloRoutingError
-
-SUPPORTED = (nn.Linear, Conv1D)
-
-
-@dataclass
-class RoutingState:
-    """Routing decision of the current call, owned by one MeloModel.
-
-    ``mode``: "idle" (no MeloModel call: base behaviour), "route" (the router hook will set
-    ``blocks`` from this batch's keys), "fixed" (``blocks`` already decided, e.g. for every
-    generation step), "train" (every row uses the block being learned), "keys" (collect keys and
-    stop at the router), "off" (adapter disabled).
-    """
-
-    mode: str = "idle"
-    blocks: torch.Tensor | None = None
-    attention_mask: torch.Tensor | None = None
-    keys: torch.Tensor | None = None
-
-    @contextmanager
-    def use(self, mode: str, blocks: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None):
-        saved = (self.mode, self.blocks, self.attention_mask, self.keys)
-        self.mode, self.blocks, self.attention_mask, self.keys = mode, blocks, attention_mask, None
-        try:
-            yield self
-        finally:
-            self.mode, self.blocks, self.attention_mask, self.keys = saved
-
-
-def module_features(module: nn.Module, name: str) -> tuple[int, int]:
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    if isinstance(module, Conv1D):
-        return module.weight.shape[0], module.weight.shape[1]
-    raise MeloConfigError(
-        f"target module {name!r} is a {type(module).__name__}; supported: nn.Linear, transformers Conv1D"
-    )
+from .errors import MeloRoutingError
 
 
 class DynamicLoraLayer(nn.Module):
@@ -110,9 +71,13 @@ class DynamicLoraLayer(nn.Module):
         h = x.to(self.active_A.dtype) @ self.active_A.t()
         return (h @ self.active_B.t()) * self.scale
 
-    def hook(self, state: RoutingState):
+    def hook(self, current: Callable[[], Any]):
+        """Forward hook for the target module; ``current()`` gives the routing of the call in
+        progress (None outside a MeloModel call: the module runs as it is)."""
+
         def forward_hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            if state.mode in ("idle", "off", "keys"):
+            state = current()
+            if state is None or state.mode == "keys":
                 return output
             if state.mode == "route":
                 raise MeloRoutingError(

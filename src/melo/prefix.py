@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -39,19 +39,26 @@ def frozen_prefix(model: nn.Module, target_names: Iterable[str]) -> list[nn.Modu
 
 
 @contextmanager
-def replay_outputs(layers: list[nn.Module]) -> Iterator[callable]:
-    """Inside, the first forward records each layer's output; call the yielded function after it
-    and later forwards return the recorded outputs without running the layers."""
+def replay_outputs(layers: list[nn.Module], active: Callable[[], bool]) -> Iterator[Callable[[], None]]:
+    """Inside, the first forward of the call for which ``active()`` holds records each layer's
+    output; call the yielded function after it and that call's later forwards return the recorded
+    outputs without running the layers. Forwards of other calls (other threads) run as usual."""
     outputs: dict[int, object] = {}
-    handles = [layer.register_forward_hook(lambda m, a, o, i=i: outputs.__setitem__(i, o))
-               for i, layer in enumerate(layers)]
+
+    def record(i: int, output: object) -> None:
+        if active():
+            outputs[i] = output
+
+    handles = [layer.register_forward_hook(lambda m, a, o, i=i: record(i, o)) for i, layer in enumerate(layers)]
 
     def start_replay() -> None:
         for h in handles:
             h.remove()
         for i, layer in enumerate(layers):
             if i in outputs:
-                layer.forward = lambda *args, _out=outputs[i], **kwargs: _out
+                run = layer.forward
+                layer.forward = lambda *args, _out=outputs[i], _run=run, **kwargs: (
+                    _out if active() else _run(*args, **kwargs))
 
     try:
         yield start_replay
@@ -63,10 +70,12 @@ def replay_outputs(layers: list[nn.Module]) -> Iterator[callable]:
 
 
 @contextmanager
-def head_at(head: nn.Module, positions: torch.Tensor) -> Iterator[None]:
-    """Inside, ``head`` (the output embedding) sees only the hidden states at ``positions`` (a
-    boolean [batch, seq] mask) and returns logits [n, vocab] for them, in row-major order."""
-    handle = head.register_forward_pre_hook(lambda module, args: (args[0][positions], *args[1:]))
+def head_at(head: nn.Module, positions: torch.Tensor, active: Callable[[], bool]) -> Iterator[None]:
+    """Inside, in calls for which ``active()`` holds, ``head`` (the output embedding) sees only the
+    hidden states at ``positions`` (a boolean [batch, seq] mask) and returns logits [n, vocab] for
+    them, in row-major order."""
+    handle = head.register_forward_pre_hook(
+        lambda module, args: (args[0][positions], *args[1:]) if active() else None)
     try:
         yield
     finally:

@@ -1,34 +1,34 @@
-"""The router: pooling hidden states into keys, and the vector database of edit clusters.
+"""The router: from a hidden state (or the prompt's text) to the block each input row uses.
 
-A cluster has a centre, a radius, the exact label (token ids or class id) of its edits, and member
-keys, each mapped to the block that learned it. Rules, applied key by key when a batch is edited:
-
-* add:      empty database, or nearest centre farther than ``radius_j + init_radius``;
-* expand:   nearest cluster has the same label: centre = mean of members, radius =
-            max(member distance to centre + eps, init_radius) (eps keeps the farthest member off
-            the boundary, where float noise from batch padding would flip it in and out);
-* conflict: different label: new cluster at the key with radius ``d/2 + eps``, old radius
-            ``d/2 - eps``; old members now outside it are forgotten (kept in the edit list).
-
-After a batch, a ball that holds a live key of another cluster whose own centre is farther is shrunk
-to exclude it (members pushed out are forgotten as "displaced"; the paper's rules alone let an
-expanding ball capture other edits), and an older key identical to a newer one in the same cluster
-is "superseded". With the lookup below, every live edit key then routes to its own block.
+Keys are pooled hidden states of the router layer. The vector database holds clusters of edit
+keys: a cluster has a centre, a radius, the exact label (token ids or class id) of its edits, and
+member keys, each mapped to the block that learned it. The rules applied when a batch is edited
+(add, expand, conflict; separation of balls; duplicates) are in ``melo.clusters``.
 
 Lookup: among clusters whose ball contains the query, the one with the nearest centre (the paper's
 "nearest centre, if within its radius" whenever the nearest ball contains the query, which is the
 usual case); then the block of the nearest member key of that cluster (ties: the newest key).
 Distances are Euclidean; decisions use exact float64 differences, the candidate search one
 float32 matrix product.
+
+The routing decision belongs to one call: ``Router.call`` opens it, the router layer's hook fills
+it in, and the target layers read it through ``Router.current``. Threads never see each other's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import torch
+from torch import nn
 
-EPS = 1e-5
+from . import clusters
+from .clusters import EPS, UpdateReport  # noqa: F401  (EPS and UpdateReport are part of this module's API)
+from .errors import MeloConfigError, MeloLoadError
+from .nethook import CallContext, StopForward, first_tensor, run_prompt
+
 CANDIDATES = 8
 
 Label = tuple[int, ...]
@@ -57,30 +57,23 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor | None, pooling: str, n
     return keys
 
 
-def _exact_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise Euclidean distances [len(a), len(b)] from float64 differences (no cancellation)."""
-    return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
-
-
-@dataclass
-class UpdateReport:
-    added: int = 0
-    expanded: int = 0
-    conflicts: int = 0
-    forgotten: dict[int, str] = field(default_factory=dict)  # edit id -> reason
-
-
 class VectorDatabase:
-    """Clusters of edit keys. Key ``i`` belongs to edit ``i``; forgotten keys have cluster -1."""
+    """Clusters of edit keys. Key ``i`` belongs to edit ``i``; forgotten keys have cluster -1.
 
-    def __init__(self, dim: int, init_radius: float):
+    Never changed in place once built: ``updated`` returns a new database, so a lookup running in
+    another thread always sees one whole state.
+    """
+
+    TENSORS = ("keys", "key_block", "key_cluster", "centres", "radii")
+
+    def __init__(self, dim: int, init_radius: float, device: torch.device | str = "cpu"):
         self.dim = dim
         self.init_radius = float(init_radius)
-        self.keys = torch.empty(0, dim)
-        self.key_block = torch.empty(0, dtype=torch.long)
-        self.key_cluster = torch.empty(0, dtype=torch.long)
-        self.centres = torch.empty(0, dim, dtype=torch.float64)
-        self.radii = torch.empty(0, dtype=torch.float64)
+        self.keys = torch.empty(0, dim, device=device)
+        self.key_block = torch.empty(0, dtype=torch.long, device=device)
+        self.key_cluster = torch.empty(0, dtype=torch.long, device=device)
+        self.centres = torch.empty(0, dim, dtype=torch.float64, device=device)
+        self.radii = torch.empty(0, dtype=torch.float64, device=device)
         self.labels: list[Label] = []
         self.forgotten: dict[int, str] = {}
         self.n_conflicts = 0
@@ -95,12 +88,16 @@ class VectorDatabase:
     def n_clusters(self) -> int:
         return self.centres.shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device
+
     def live(self) -> torch.Tensor:
         return self.key_cluster >= 0
 
     def clone(self) -> "VectorDatabase":
-        other = VectorDatabase(self.dim, self.init_radius)
-        for name in ("keys", "key_block", "key_cluster", "centres", "radii"):
+        other = VectorDatabase(self.dim, self.init_radius, self.device)
+        for name in self.TENSORS:
             setattr(other, name, getattr(self, name).clone())
         other.labels = list(self.labels)
         other.forgotten = dict(self.forgotten)
@@ -108,26 +105,27 @@ class VectorDatabase:
         return other
 
     def to(self, device: torch.device | str) -> "VectorDatabase":
-        for name in ("keys", "key_block", "key_cluster", "centres", "radii"):
+        for name in self.TENSORS:
             setattr(self, name, getattr(self, name).to(device))
         self._index = None
         return self
 
     # ---- lookup -----------------------------------------------------------------------------
     def _lookup_index(self) -> dict[str, torch.Tensor]:
-        if self._index is None:
+        index = self._index
+        if index is None:
             centres32 = self.centres.float()
             live = torch.nonzero(self.live()).squeeze(1)
             order = live[torch.argsort(self.key_cluster[live], stable=True)]
             counts = torch.bincount(self.key_cluster[live], minlength=self.n_clusters)
-            self._index = {
+            index = self._index = {
                 "centres32": centres32,
                 "bias": (centres32 * centres32).sum(1) - self.radii.clamp_min(0).square().float(),
                 "members": order,
                 "member_ptr": torch.cumsum(counts, 0) - counts,
                 "member_count": counts,
             }
-        return self._index
+        return index
 
     def lookup(self, queries: torch.Tensor) -> torch.Tensor:
         """Block id for each query row, or -1 where no cluster's ball contains it."""
@@ -136,7 +134,7 @@ class VectorDatabase:
         if self.n_clusters == 0 or n == 0:
             return blocks
         ix = self._lookup_index()
-        q = queries.float().to(self.centres.device)
+        q = queries.float().to(self.device)
         # candidates: the clusters with the smallest |q - c|^2 - r^2 (< 0 inside the ball), from one
         # matrix product; |q|^2 is the same along a row and left out
         score = torch.addmm(ix["bias"].unsqueeze(1), ix["centres32"], q.t(), alpha=-2.0)  # [clusters, batch]
@@ -162,140 +160,20 @@ class VectorDatabase:
         dist = torch.where(valid, dist, torch.inf)
         is_min = dist == dist.min(1, keepdim=True).values
         newest = torch.where(is_min & valid, member, -1).max(1).values
-        blocks[rows] = self.key_block[newest].to(blocks.device)
+        blocks[rows.to(blocks.device)] = self.key_block[newest].to(blocks.device)
         return blocks
 
     # ---- update -----------------------------------------------------------------------------
     def updated(self, keys: torch.Tensor, labels: list[Label], block: int) -> tuple["VectorDatabase", UpdateReport]:
         """A new database with one edit batch applied (this one is left unchanged)."""
         db = self.clone()
-        report = db._apply(keys.detach().float().to(self.keys.device), [tuple(l) for l in labels], block)
+        report = clusters.apply_batch(db, keys.detach().float().to(self.device), [tuple(x) for x in labels], block)
+        db._index = None
         return db, report
-
-    def _apply(self, keys: torch.Tensor, labels: list[Label], block: int) -> UpdateReport:
-        report = UpdateReport()
-        start = self.n_keys
-        self.keys = torch.cat([self.keys, keys])
-        self.key_block = torch.cat([self.key_block, torch.full((len(keys),), block, dtype=torch.long)])
-        self.key_cluster = torch.cat([self.key_cluster, torch.full((len(keys),), -1, dtype=torch.long)])
-        changed: set[int] = set()
-        for i, label in enumerate(labels):
-            idx = start + i
-            key = self.keys[idx].double()
-            if self.n_clusters == 0:
-                changed.add(self._add_cluster(idx, self.init_radius, label))
-                report.added += 1
-                continue
-            dist = _exact_dist(key.unsqueeze(0), self.centres)[0]
-            j = int(dist.argmin())
-            d = float(dist[j])
-            if d > float(self.radii[j]) + self.init_radius:
-                changed.add(self._add_cluster(idx, self.init_radius, label))
-                report.added += 1
-            elif self.labels[j] == label:
-                self.key_cluster[idx] = j
-                self._refit(j)
-                changed.add(j)
-                report.expanded += 1
-            else:
-                self.radii[j] = min(float(self.radii[j]), d / 2 - EPS)
-                changed.add(j)
-                changed.add(self._add_cluster(idx, d / 2 + EPS, label))
-                self.n_conflicts += 1
-                report.conflicts += 1
-                self._drop_outside([j], "conflict", report)
-        self._separate(sorted(changed), torch.arange(start, self.n_keys), report)
-        self._remove_empty_clusters()
-        self._index = None
-        return report
-
-    def _add_cluster(self, idx: int, radius: float, label: Label) -> int:
-        self.centres = torch.cat([self.centres, self.keys[idx].double().unsqueeze(0)])
-        self.radii = torch.cat([self.radii, torch.tensor([radius], dtype=torch.float64)])
-        self.labels.append(label)
-        self.key_cluster[idx] = self.n_clusters - 1
-        return self.n_clusters - 1
-
-    def _refit(self, j: int) -> None:
-        members = self.keys[self.key_cluster == j].double()
-        self.centres[j] = members.mean(0)
-        spread = float((members - self.centres[j]).norm(dim=1).max())
-        self.radii[j] = max(spread + EPS, self.init_radius)  # EPS: the farthest member is not on the edge
-
-    def _forget(self, idx: torch.Tensor, reason: str, report: UpdateReport) -> None:
-        self.key_cluster[idx] = -1
-        for i in idx.tolist():
-            self.forgotten[i] = reason
-            report.forgotten[i] = reason
-
-    def _drop_outside(self, clusters: list[int], reason: str, report: UpdateReport) -> None:
-        members = torch.nonzero(torch.isin(self.key_cluster, torch.tensor(clusters, dtype=torch.long))).squeeze(1)
-        if len(members) == 0:
-            return
-        own = self.key_cluster[members]
-        dist = (self.keys[members].double() - self.centres[own]).norm(dim=1)
-        self._forget(members[dist > self.radii[own]], reason, report)
-
-    def _separate(self, changed: list[int], new: torch.Tensor, report: UpdateReport) -> None:
-        """Shrink every ball that holds a live key of another cluster nearer than that key's own centre.
-
-        Checked pairs: keys that are new or belong to a changed cluster against every cluster, and
-        every live key against the changed clusters. Shrinking drops members but never moves a
-        centre, so one pass leaves every live key routed to its own cluster.
-        """
-        live = torch.nonzero(self.live()).squeeze(1)
-        if len(live) == 0:
-            return
-        ch = torch.tensor(changed, dtype=torch.long)
-        moved = live[torch.isin(self.key_cluster[live], ch)]
-        check = torch.unique(torch.cat([new[self.key_cluster[new] >= 0], moved]))
-        limit = self.radii.clone()
-        for keys, clusters in ((check, torch.arange(self.n_clusters)), (live, ch)):
-            dist = _exact_dist(self.keys[keys], self.centres[clusters])
-            own = self.key_cluster[keys]
-            own_dist = (self.keys[keys].double() - self.centres[own]).norm(dim=1, keepdim=True)
-            foreign = own.unsqueeze(1) != clusters.unsqueeze(0)
-            steals = foreign & (dist <= self.radii[clusters].unsqueeze(0)) & (dist <= own_dist)
-            bound = torch.where(steals, dist - EPS, torch.inf).min(0).values
-            limit[clusters] = torch.minimum(limit[clusters], bound)
-        shrunk = torch.nonzero(limit < self.radii).squeeze(1).tolist()
-        self.radii = limit
-        self._drop_outside(shrunk, "displaced", report)
-        self._retire_duplicates(new, report)
-
-    def _retire_duplicates(self, new: torch.Tensor, report: UpdateReport) -> None:
-        new = new[self.key_cluster[new] >= 0]
-        if len(new) == 0:
-            return
-        older = torch.nonzero(torch.isin(self.key_cluster, self.key_cluster[new])).squeeze(1)
-        same = (_exact_dist(self.keys[new], self.keys[older]) == 0) & (
-            self.key_cluster[new].unsqueeze(1) == self.key_cluster[older].unsqueeze(0)
-        )
-        same &= self.key_block[older].unsqueeze(0) < self.key_block[new].unsqueeze(1)
-        stale = older[same.any(0)]
-        if len(stale):
-            self._forget(stale, "superseded", report)
-
-    def _remove_empty_clusters(self) -> None:
-        counts = torch.bincount(self.key_cluster[self.live()], minlength=self.n_clusters)
-        keep = counts > 0
-        if bool(keep.all()):
-            return
-        remap = torch.cumsum(keep.long(), 0) - 1
-        live = self.live()
-        self.key_cluster[live] = remap[self.key_cluster[live]]
-        self.centres, self.radii = self.centres[keep], self.radii[keep]
-        self.labels = [label for label, k in zip(self.labels, keep.tolist()) if k]
 
     # ---- persistence ------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "router.keys": self.keys,
-            "router.key_block": self.key_block,
-            "router.key_cluster": self.key_cluster,
-            "router.centres": self.centres,
-            "router.radii": self.radii,
-        }
+        return {f"router.{name}": getattr(self, name) for name in self.TENSORS}
 
     def meta(self) -> dict:
         return {
@@ -305,14 +183,112 @@ class VectorDatabase:
         }
 
     @classmethod
-    def restore(cls, dim: int, init_radius: float, tensors: dict[str, torch.Tensor], meta: dict) -> "VectorDatabase":
+    def restore(cls, dim: int, init_radius: float, tensors: dict[str, torch.Tensor], meta: dict, n_blocks: int,
+                device: torch.device | str = "cpu") -> "VectorDatabase":
+        """The database saved as ``tensors`` / ``meta``, after checking that it is whole and consistent."""
         db = cls(dim, init_radius)
-        db.keys = tensors["router.keys"].float()
-        db.key_block = tensors["router.key_block"].long()
-        db.key_cluster = tensors["router.key_cluster"].long()
-        db.centres = tensors["router.centres"].double()
-        db.radii = tensors["router.radii"].double()
-        db.labels = [tuple(label) for label in meta["labels"]]
-        db.forgotten = {int(k): v for k, v in meta["forgotten"].items()}
-        db.n_conflicts = int(meta["n_conflicts"])
-        return db
+        try:
+            missing = [n for n in cls.TENSORS if f"router.{n}" not in tensors]
+            if missing:
+                raise ValueError(f"tensor router.{missing[0]} is missing")
+            db.keys = tensors["router.keys"].float()
+            db.key_block = tensors["router.key_block"].long()
+            db.key_cluster = tensors["router.key_cluster"].long()
+            db.centres = tensors["router.centres"].double()
+            db.radii = tensors["router.radii"].double()
+            db.labels = [tuple(int(t) for t in label) for label in meta["labels"]]
+            db.forgotten = {int(k): str(v) for k, v in dict(meta["forgotten"]).items()}
+            db.n_conflicts = int(meta["n_conflicts"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise MeloLoadError(f"router state is malformed: {err}") from err
+        n, c = db.n_keys, db.n_clusters
+        problems = [
+            (db.keys.dim() != 2 or db.keys.shape[1] != dim, f"keys are {list(db.keys.shape)}, expected [n, {dim}]"),
+            (db.centres.dim() != 2 or db.centres.shape[1] != dim, f"centres are {list(db.centres.shape)}"),
+            (list(db.key_block.shape) != [n] or list(db.key_cluster.shape) != [n], "key tables differ in length"),
+            (list(db.radii.shape) != [c] or len(db.labels) != c, "cluster tables differ in length"),
+            (n and not bool(((db.key_block >= 0) & (db.key_block < n_blocks)).all()),
+             f"a key names a block outside 0..{n_blocks - 1}"),
+            (n and not bool(((db.key_cluster >= -1) & (db.key_cluster < c)).all()), "a key names an unknown cluster"),
+            (not all(bool(torch.isfinite(t).all()) for t in (db.keys, db.centres, db.radii)),
+             "non-finite keys, centres or radii"),
+            (any(not 0 <= k < n for k in db.forgotten), "a forgotten edit is not a key"),
+            (any(db.key_cluster[k] >= 0 for k in db.forgotten if 0 <= k < n), "a forgotten key is still live"),
+            (db.n_conflicts < 0, "negative conflict count"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise MeloLoadError(f"router state is inconsistent: {message}")
+        return db.to(device)
+
+
+@dataclass
+class RoutingCall:
+    """The routing of one call. ``mode``: "route" (the router layer will set ``blocks`` from this
+    call's keys), "fixed" (``blocks`` decided: every generation step), "train" (every row uses the
+    block being learned), "keys" (collect keys, stop at the router)."""
+
+    mode: str
+    key_mask: torch.Tensor | None = None
+    blocks: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+
+
+class Router:
+    """Owns the key source (the router layer's pooled hidden state), the vector database, and the
+    routing decision of each call; target layers read ``current()``."""
+
+    def __init__(self, base_model: nn.Module, task: str, layer: str, module: nn.Module, key_dim: int,
+                 init_radius: float, pooling: str, normalize: bool):
+        self.base_model, self.task, self.layer = base_model, task, layer
+        self.pooling, self.normalize = pooling, normalize
+        self.db = VectorDatabase(key_dim, init_radius, next(base_model.parameters()).device)
+        self._calls: CallContext[RoutingCall] = CallContext("melo_routing")
+        self._off: CallContext[bool] = CallContext("melo_disabled")
+        self._handle = module.register_forward_hook(self._hook)
+
+    def current(self) -> RoutingCall | None:
+        return self._calls.get()
+
+    @contextmanager
+    def call(self, mode: str, key_mask: torch.Tensor | None = None,
+             blocks: torch.Tensor | None = None) -> Iterator[RoutingCall]:
+        with self._calls.use(RoutingCall(mode, key_mask, blocks)) as call:
+            yield call
+
+    @property
+    def disabled(self) -> bool:
+        return bool(self._off.get())
+
+    @contextmanager
+    def disable(self) -> Iterator[None]:
+        with self._off.use(True):
+            yield
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+    def _hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        call = self._calls.get()
+        if call is None or call.mode not in ("route", "keys"):
+            return
+        keys = pool_hidden(first_tensor(output), call.key_mask, self.pooling, self.normalize)
+        if call.mode == "keys":
+            call.keys = keys
+            raise StopForward
+        call.blocks = self.db.lookup(keys)
+        call.mode = "fixed"
+
+    def keys(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Router keys of prompts: the model runs only up to the router layer."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        with self.call("keys", key_mask=attention_mask) as call:
+            run_prompt(self.base_model, self.task, input_ids, attention_mask)
+        if call.keys is None:
+            raise MeloConfigError(f"router layer {self.layer!r} did not run")
+        return call.keys
+
+    def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Block id chosen for each row (-1: no block, the base model)."""
+        return self.db.lookup(self.keys(input_ids, attention_mask))

@@ -15,13 +15,13 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
 from ..config import MeloConfig
-from ..errors import MeloConfigError, MeloEditError, MeloLoadError
-from ..model import EditResult, resolve_targets
-from . import BaselineEditor
+from ..editor import EditResult, frozen, train_steps
+from ..errors import MeloConfigError, MeloLoadError
+from ..nethook import resolve_targets
+from .base import BaselineEditor
 
 
 class _SequentialEditor(BaselineEditor):
@@ -38,39 +38,19 @@ class _SequentialEditor(BaselineEditor):
         batch, _ = self._training_batch(prompts, targets)
         params = self._trainable()
         snapshot = [p.detach().clone() for p in params]
-        flags = [(p, p.requires_grad) for p in self.parameters()]
-        was_training = self.base_model.training
-        losses: list[float] = []
         try:
-            for p, _ in flags:
-                p.requires_grad_(False)
-            for p in params:
-                p.requires_grad_(True)
-            self.base_model.eval()
-            optimizer = torch.optim.Adam(params, lr=cfg.edit_lr)
-            schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-            with torch.enable_grad():
-                for _ in tqdm(range(cfg.num_iter), desc=f"{self.method} batch {self.n_batches}",
-                              disable=not progress, leave=False):
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = self.base_model(**batch).loss
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    losses.append(loss.item())
-            if not all(math.isfinite(x) for x in losses):
-                raise MeloEditError(f"{self.method} edit loss diverged ({losses[-1]}); lower edit_lr ({cfg.edit_lr})")
+            with frozen(self, params):
+                losses, _ = train_steps(params, lambda: self.base_model(**batch).loss, cfg.num_iter, cfg.edit_lr,
+                                        cfg.lr_step, cfg.lr_gamma, desc=f"{self.method} batch {self.n_batches}",
+                                        progress=progress, what=f"{self.method} edit loss")
         except BaseException:
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
                     p.copy_(saved)
             raise
         finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
             for p in params:
                 p.grad = None
-            self.base_model.train(was_training)
         block = self._record(prompts, targets)
         return EditResult(block, len(prompts), time.perf_counter() - start, losses, 0, 0, 0, [])
 

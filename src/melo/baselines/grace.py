@@ -37,7 +37,6 @@ leaves the key token itself out). Only Euclidean distance is implemented.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from contextlib import contextmanager
@@ -46,21 +45,17 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..config import MeloConfig
+from ..editor import EditResult, frozen, train_steps
 from ..errors import MeloConfigError, MeloEditError, MeloLoadError, MeloRoutingError
-from ..model import EditResult, resolve_targets, run_prompt
-from . import BaselineEditor
+from ..nethook import CallContext, StopForward, check_in_encoder, named_module, resolve_targets, run_prompt, trace
+from .base import BaselineEditor
 
 SPLIT_EPS = 1e-5  # the reference's margin: the old entry's radius stops just short of d / 2
 CANDIDATES = 8  # nearest keys by float32 matrix product, then decided in float64
 
 Label = tuple[int, ...]
-
-
-class _StopKeys(Exception):
-    """Raised by the hook to end a keys-only pass once the layer has run."""
 
 
 # ---- the codebook -----------------------------------------------------------------------------
@@ -164,34 +159,21 @@ class Codebook:
 # ---- per-call state, owned by one editor --------------------------------------------------------
 @dataclass
 class GraceState:
-    """What the hook does in the current call.
+    """What the hook does in one call (each call has its own: see ``CallContext``).
 
-    ``mode``: "idle" (not called through the editor: base behaviour), "off" (disabled), "route"
-    (look the batch's keys up, replace), "generate" (look up on the prompt at the first call, hold
-    those entries for every later decoding step), "train" (every row uses its trainable value),
-    "keys" (collect keys and stop). ``key_mask`` marks the prompt tokens: the key is its last one.
+    ``mode``: "off" (disabled), "route" (look the batch's keys up, replace), "generate" (look up on
+    the prompt at the first call, hold those entries for every later decoding step), "train" (every
+    row uses its trainable value), "keys" (collect keys and stop). Outside any call the layer runs
+    as it is. ``key_mask`` marks the prompt tokens: the key is its last one.
     """
 
-    mode: str = "idle"
+    mode: str
     key_mask: torch.Tensor | None = None
     entries: torch.Tensor | None = None  # route/generate: entry per row (-1: none); train: value row
     values: torch.Tensor | None = None  # train: the values being learned
     calls: int = 0
     keys: torch.Tensor | None = None
     key_outputs: torch.Tensor | None = None
-
-    @contextmanager
-    def use(self, mode: str, key_mask: torch.Tensor | None = None, entries: torch.Tensor | None = None,
-            values: torch.Tensor | None = None):
-        names = ("mode", "key_mask", "entries", "values", "calls", "keys", "key_outputs")
-        saved = tuple(getattr(self, n) for n in names)
-        self.mode, self.key_mask, self.entries, self.values = mode, key_mask, entries, values
-        self.calls, self.keys, self.key_outputs = 0, None, None
-        try:
-            yield self
-        finally:
-            for n, v in zip(names, saved):
-                setattr(self, n, v)
 
 
 def _layer_input(args: tuple, kwargs: dict) -> Any:
@@ -234,45 +216,26 @@ class GraceEditor(BaselineEditor):
             raise MeloConfigError(f"grace val_init {val_init!r} is not 'cold' or 'warm'")
         if layer is None:
             layer = next(iter(resolve_targets(base_model, config.target_modules)))
-        modules = dict(base_model.named_modules())
-        if layer not in modules:
-            raise MeloConfigError(f"unknown GRACE layer {layer!r} (not in model.named_modules())")
+        module = named_module(base_model, layer, "GRACE layer")
         self.options = {"layer": layer, "eps_init": float(eps_init), "lr": float(lr), "n_iter": int(n_iter),
                         "replacement": replacement, "val_init": val_init}
         self.layer_name = layer
-        self._layer = [modules[layer]]  # a plain list: the layer stays a submodule of base_model only
-        self._check_in_encoder()
-        key_dim, value_dim = self._probe()
+        check_in_encoder(base_model, self.task, layer, "GRACE layer")
+        key_dim, value_dim = self._probe(module)
         self.codebook = Codebook(key_dim, value_dim, eps_init, self.device)
-        self.state = GraceState()
+        self._calls: CallContext[GraceState] = CallContext("grace_state")
         self.edit_keys = torch.empty(0, key_dim, device=self.device)
         self.edit_labels: list[Label] = []
         self.forgotten: dict[int, str] = {}
-        self._handle = modules[layer].register_forward_hook(self._hook, with_kwargs=True)
+        self._handle = module.register_forward_hook(self._hook, with_kwargs=True)
 
-    # ---- set-up checks ----------------------------------------------------------------------
-    def _check_in_encoder(self) -> None:
-        if self.task != "seq2seq":
-            return
-        encoder = self.base_model.get_encoder()
-        prefix = next(n for n, m in self.base_model.named_modules() if m is encoder)
-        if not self.layer_name.startswith(prefix + "."):
-            raise MeloConfigError(f"GRACE layer {self.layer_name!r} is not in the encoder ({prefix!r}); "
-                                  "seq2seq models are edited on the encoder input")
-
-    def _probe(self) -> tuple[int, int]:
+    def _probe(self, module: nn.Module) -> tuple[int, int]:
         """One dummy forward: the layer must take and return [batch, seq, features] tensors."""
-        seen: list[tuple[Any, Any]] = []
-        handle = self._layer[0].register_forward_hook(
-            lambda m, a, kw, o: seen.append((_layer_input(a, kw), _split_output(o)[0])), with_kwargs=True)
-        try:
-            with torch.no_grad():
-                self.base_model(**self._dummy_inputs())
-        finally:
-            handle.remove()
+        seen = trace(self.base_model, self.task, {self.layer_name: module})
         if not seen:
             raise MeloConfigError(f"GRACE layer {self.layer_name!r} did not run in a forward pass of the model")
-        x, out = seen[0]
+        _, args, kwargs, output = seen[0]
+        x, out = _layer_input(args, kwargs), _split_output(output)[0]
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             raise MeloConfigError(f"GRACE layer {self.layer_name!r} takes {type(x).__name__} "
                                   f"{tuple(getattr(x, 'shape', ()))}, not a [batch, seq, features] hidden state")
@@ -283,8 +246,8 @@ class GraceEditor(BaselineEditor):
 
     # ---- the hook ---------------------------------------------------------------------------
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-        st = self.state
-        if st.mode in ("idle", "off"):
+        st = self._calls.get()
+        if st is None or st.mode == "off":
             return None
         x = _layer_input(args, kwargs)
         out, rebuild = _split_output(output)
@@ -315,7 +278,7 @@ class GraceEditor(BaselineEditor):
             rows = torch.arange(n, device=x.device)
             last = _last_positions(mask)
             st.keys, st.key_outputs = x[rows, last].detach().float(), out[rows, last].detach().float()
-            raise _StopKeys
+            raise StopForward
         if st.mode == "train":
             values = st.values[st.entries]
             routed = torch.ones(n, dtype=torch.bool, device=x.device)
@@ -348,9 +311,9 @@ class GraceEditor(BaselineEditor):
         """Layer inputs and outputs at the last prompt token, running the model only up to the layer."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        with self.state.use("keys", key_mask=attention_mask):
-            run_prompt(self.base_model, self.task, input_ids, attention_mask, _StopKeys)
-            keys, outs = self.state.keys, self.state.key_outputs
+        with self._calls.use(GraceState("keys", key_mask=attention_mask)) as st:
+            run_prompt(self.base_model, self.task, input_ids, attention_mask)
+        keys, outs = st.keys, st.key_outputs
         if keys is None:
             raise MeloConfigError(f"GRACE layer {self.layer_name!r} did not run")
         return keys, outs
@@ -366,10 +329,10 @@ class GraceEditor(BaselineEditor):
     def forward(self, *args: Any, melo_key_mask: torch.Tensor | None = None, **kwargs: Any):
         """The base model's forward with GRACE at the layer; ``melo_key_mask`` marks the prompt
         tokens (default: the attention mask), e.g. the prompt part of a causal LM's prompt + target."""
-        if self.state.mode == "off":
+        if self._off():
             return self.base_model(*args, **kwargs)
         mask = melo_key_mask if melo_key_mask is not None else kwargs.get("attention_mask")
-        with self.state.use("route", key_mask=mask):
+        with self._calls.use(GraceState("route", key_mask=mask)):
             return self.base_model(*args, **kwargs)
 
     @torch.no_grad()
@@ -377,15 +340,19 @@ class GraceEditor(BaselineEditor):
         """Generate with the entry chosen on the prompt (encoder input for seq2seq) at every step."""
         if input_ids is None:
             raise MeloEditError("GraceEditor.generate needs input_ids to look the prompt up")
-        if self.state.mode == "off":
+        if self._off():
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        with self.state.use("generate", key_mask=attention_mask):
+        with self._calls.use(GraceState("generate", key_mask=attention_mask)):
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def _off(self) -> bool:
+        st = self._calls.get()
+        return st is not None and st.mode == "off"
 
     @contextmanager
     def disabled(self):
-        """Run the base model as it was before any edit."""
-        with self.state.use("off"):
+        """Run the base model as it was before any edit (in this thread only)."""
+        with self._calls.use(GraceState("off")):
             yield self
 
     def unload(self) -> nn.Module:
@@ -420,28 +387,11 @@ class GraceEditor(BaselineEditor):
             key_mask = batch["attention_mask"] * (batch["labels"] == -100)
         else:
             key_mask = batch["attention_mask"]
-        base_params = [p for p in self.base_model.parameters() if p.requires_grad]
-        was_training = self.base_model.training
-        losses: list[float] = []
-        try:
-            for p in base_params:
-                p.requires_grad_(False)
-            self.base_model.eval()
-            optimizer = torch.optim.Adam([values], lr=opt["lr"])
-            with self.state.use("train", key_mask=key_mask, entries=rows_value, values=values), torch.enable_grad():
-                for _ in tqdm(range(opt["n_iter"]), desc=f"grace batch {self.n_batches}", disable=not progress,
-                              leave=False):
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = self.base_model(**batch).loss
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.item())
-            if not all(math.isfinite(x) for x in losses):
-                raise MeloEditError(f"GRACE value training diverged ({losses[-1]}); lower lr ({opt['lr']})")
-        finally:
-            for p in base_params:
-                p.requires_grad_(True)
-            self.base_model.train(was_training)
+        state = GraceState("train", key_mask=key_mask, entries=rows_value, values=values)
+        with frozen(self.base_model), self._calls.use(state):
+            losses, _ = train_steps([values], lambda: self.base_model(**batch).loss, opt["n_iter"], opt["lr"],
+                                    desc=f"grace batch {self.n_batches}", progress=progress,
+                                    what="GRACE value training", lr_name="lr")
         book.values[touched] = values.detach()
         self.codebook = book
         batch_id = self._record(prompts, targets)
@@ -449,8 +399,7 @@ class GraceEditor(BaselineEditor):
         self.edit_labels.extend(tuple(label) for label in labels)
         before = set(self.forgotten)
         self._refresh_forgotten()
-        forgotten = [{"edit": i, "reason": r, **self.records[i]} for i, r in sorted(self.forgotten.items())
-                     if i not in before]
+        forgotten = self._forgotten_rows({i: r for i, r in sorted(self.forgotten.items()) if i not in before})
         return EditResult(batch_id, len(prompts), time.perf_counter() - start, losses, report.added,
                           report.expanded, report.conflicts, forgotten)
 
@@ -468,7 +417,7 @@ class GraceEditor(BaselineEditor):
                 self.forgotten[i] = "other_label"
 
     def forgotten_edits(self) -> list[dict[str, Any]]:
-        return [{"edit": i, "reason": r, **self.records[i]} for i, r in sorted(self.forgotten.items())]
+        return self._forgotten_rows(dict(sorted(self.forgotten.items())))
 
     def stats(self) -> dict[str, int]:
         book = self.codebook

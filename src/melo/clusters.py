@@ -1,0 +1,178 @@
+"""MELO's rules for adding one edit batch's keys to the vector database (``melo.router``).
+
+Applied key by key, in order (nearest centre ``j`` at distance ``d``):
+
+* add:      empty database, or nearest centre farther than ``radius_j + init_radius``;
+* expand:   nearest cluster has the same label: centre = mean of members, radius =
+            max(member distance to centre + eps, init_radius) (eps keeps the farthest member off
+            the boundary, where float noise from batch padding would flip it in and out);
+* conflict: different label: new cluster at the key with radius ``d/2 + eps``, old radius
+            ``d/2 - eps``; old members now outside it are forgotten (kept in the edit list).
+
+Only clusters with live members are candidates. A key identical to a later key of the same batch
+with another label is "superseded" before the rules run: the last edit of a prompt wins. After a batch, a ball that
+holds a live key of another cluster whose own centre is farther is shrunk to exclude it (members
+pushed out are forgotten as "displaced"; the paper's rules alone let an expanding ball capture
+other edits), and an older key identical to a newer one in the same cluster is "superseded". With
+the router's lookup, every live edit key then routes to its own block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+EPS = 1e-5
+
+Label = tuple[int, ...]
+
+
+@dataclass
+class UpdateReport:
+    added: int = 0
+    expanded: int = 0
+    conflicts: int = 0
+    forgotten: dict[int, str] = field(default_factory=dict)  # edit id -> reason
+
+
+def exact_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise Euclidean distances [len(a), len(b)] from float64 differences (no cancellation)."""
+    return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> UpdateReport:
+    """Add one batch's keys (edits ``db.n_keys ...``) to ``db`` in place; what happened, by rule."""
+    report = UpdateReport()
+    dev = db.device
+    start = db.n_keys
+    n = len(keys)
+    db.keys = torch.cat([db.keys, keys])
+    db.key_block = torch.cat([db.key_block, torch.full((n,), block, dtype=torch.long, device=dev)])
+    db.key_cluster = torch.cat([db.key_cluster, torch.full((n,), -1, dtype=torch.long, device=dev)])
+    same = torch.triu((keys.unsqueeze(1) == keys.unsqueeze(0)).all(-1), diagonal=1)
+    superseded = {i for i, j in torch.nonzero(same).tolist() if labels[i] != labels[j]}
+    changed: set[int] = set()
+    for i, label in enumerate(labels):
+        idx = start + i
+        if i in superseded:  # the same key with another label comes later in the batch
+            _forget(db, torch.tensor([idx], device=dev), "superseded", report)
+            continue
+        candidates = _populated(db)
+        if len(candidates) == 0:
+            changed.add(_add_cluster(db, idx, db.init_radius, label))
+            report.added += 1
+            continue
+        dist = exact_dist(db.keys[idx].unsqueeze(0), db.centres[candidates])[0]
+        nearest = int(dist.argmin())
+        j, d = int(candidates[nearest]), float(dist[nearest])
+        if d > float(db.radii[j]) + db.init_radius:
+            changed.add(_add_cluster(db, idx, db.init_radius, label))
+            report.added += 1
+        elif db.labels[j] == label:
+            db.key_cluster[idx] = j
+            _refit(db, j)
+            changed.add(j)
+            report.expanded += 1
+        else:
+            db.radii[j] = min(float(db.radii[j]), d / 2 - EPS)
+            changed.add(j)
+            changed.add(_add_cluster(db, idx, d / 2 + EPS, label))
+            db.n_conflicts += 1
+            report.conflicts += 1
+            _drop_outside(db, [j], "conflict", report)
+    _separate(db, sorted(changed), torch.arange(start, db.n_keys, device=dev), report)
+    _remove_empty_clusters(db)
+    return report
+
+
+def _populated(db) -> torch.Tensor:
+    """Ids of the clusters that still have a live member."""
+    counts = torch.bincount(db.key_cluster[db.live()], minlength=db.n_clusters)
+    return torch.nonzero(counts > 0).squeeze(1)
+
+
+def _add_cluster(db, idx: int, radius: float, label: Label) -> int:
+    db.centres = torch.cat([db.centres, db.keys[idx].double().unsqueeze(0)])
+    db.radii = torch.cat([db.radii, torch.tensor([radius], dtype=torch.float64, device=db.device)])
+    db.labels.append(label)
+    db.key_cluster[idx] = db.n_clusters - 1
+    return db.n_clusters - 1
+
+
+def _refit(db, j: int) -> None:
+    members = db.keys[db.key_cluster == j].double()
+    db.centres[j] = members.mean(0)
+    spread = float((members - db.centres[j]).norm(dim=1).max())
+    db.radii[j] = max(spread + EPS, db.init_radius)  # EPS: the farthest member is not on the edge
+
+
+def _forget(db, idx: torch.Tensor, reason: str, report: UpdateReport) -> None:
+    db.key_cluster[idx] = -1
+    for i in idx.tolist():
+        db.forgotten[i] = reason
+        report.forgotten[i] = reason
+
+
+def _drop_outside(db, cluster_ids: list[int], reason: str, report: UpdateReport) -> None:
+    ids = torch.tensor(cluster_ids, dtype=torch.long, device=db.device)
+    members = torch.nonzero(torch.isin(db.key_cluster, ids)).squeeze(1)
+    if len(members) == 0:
+        return
+    own = db.key_cluster[members]
+    dist = (db.keys[members].double() - db.centres[own]).norm(dim=1)
+    _forget(db, members[dist > db.radii[own]], reason, report)
+
+
+def _separate(db, changed: list[int], new: torch.Tensor, report: UpdateReport) -> None:
+    """Shrink every ball that holds a live key of another cluster nearer than that key's own centre.
+
+    Checked pairs: keys that are new or belong to a changed cluster against every cluster, and
+    every live key against the changed clusters. Shrinking drops members but never moves a
+    centre, so one pass leaves every live key routed to its own cluster.
+    """
+    live = torch.nonzero(db.live()).squeeze(1)
+    if len(live) == 0:
+        return
+    ch = torch.tensor(changed, dtype=torch.long, device=db.device)
+    moved = live[torch.isin(db.key_cluster[live], ch)]
+    check = torch.unique(torch.cat([new[db.key_cluster[new] >= 0], moved]))
+    limit = db.radii.clone()
+    for keys, cluster_ids in ((check, torch.arange(db.n_clusters, device=db.device)), (live, ch)):
+        dist = exact_dist(db.keys[keys], db.centres[cluster_ids])
+        own = db.key_cluster[keys]
+        own_dist = (db.keys[keys].double() - db.centres[own]).norm(dim=1, keepdim=True)
+        foreign = own.unsqueeze(1) != cluster_ids.unsqueeze(0)
+        steals = foreign & (dist <= db.radii[cluster_ids].unsqueeze(0)) & (dist <= own_dist)
+        bound = torch.where(steals, dist - EPS, torch.inf).min(0).values
+        limit[cluster_ids] = torch.minimum(limit[cluster_ids], bound)
+    shrunk = torch.nonzero(limit < db.radii).squeeze(1).tolist()
+    db.radii = limit
+    _drop_outside(db, shrunk, "displaced", report)
+    _retire_duplicates(db, new, report)
+
+
+def _retire_duplicates(db, new: torch.Tensor, report: UpdateReport) -> None:
+    new = new[db.key_cluster[new] >= 0]
+    if len(new) == 0:
+        return
+    older = torch.nonzero(torch.isin(db.key_cluster, db.key_cluster[new])).squeeze(1)
+    same = (exact_dist(db.keys[new], db.keys[older]) == 0) & (
+        db.key_cluster[new].unsqueeze(1) == db.key_cluster[older].unsqueeze(0)
+    )
+    same &= db.key_block[older].unsqueeze(0) < db.key_block[new].unsqueeze(1)
+    stale = older[same.any(0)]
+    if len(stale):
+        _forget(db, stale, "superseded", report)
+
+
+def _remove_empty_clusters(db) -> None:
+    counts = torch.bincount(db.key_cluster[db.live()], minlength=db.n_clusters)
+    keep = counts > 0
+    if bool(keep.all()):
+        return
+    remap = torch.cumsum(keep.long(), 0) - 1
+    live = db.live()
+    db.key_cluster[live] = remap[db.key_cluster[live]]
+    db.centres, db.radii = db.centres[keep], db.radii[keep]
+    db.labels = [label for label, k in zip(db.labels, keep.tolist()) if k]
