@@ -178,3 +178,41 @@ def test_registry_entries_are_causal_lm_ggufs():
 def test_unknown_task_is_refused(gguf_file):
     with pytest.raises(Exception, match="unknown task"):
         loading.load_model(str(gguf_file), "translation")
+
+
+def fake_chunked_wheels(root: Path, gguf_path: Path, digest: str) -> loading.KnownModel:
+    """Packages like gemma3-270m's: the GGUF split over three chunk packages, and a checker with SHA256SUMS."""
+    data = gguf_path.read_bytes()
+    cut = len(data) // 3
+    chunks = [data[:cut], data[cut:2 * cut], data[2 * cut:]]
+    files = []
+    for i, chunk in enumerate(chunks):
+        package = root / f"fake_tiny_part{i + 1}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("raise RuntimeError('never imported')\n")
+        (package / "data" / f"tiny.gguf.part{i:02d}").write_bytes(chunk)
+        files.append((package.name, f"data/tiny.gguf.part{i:02d}"))
+    (root / "fake_tiny" / "data").mkdir(parents=True)
+    (root / "fake_tiny" / "__init__.py").write_text("raise RuntimeError('never imported')\n")
+    (root / "fake_tiny" / "data" / "SHA256SUMS").write_text(f"{digest}  tiny.gguf\n")
+    return loading.KnownModel(install="pip install fake-tiny", files=tuple(files), gguf_name="tiny.gguf",
+                              checksums=("fake_tiny", "data/SHA256SUMS"))
+
+
+def test_known_model_from_chunk_packages(gguf_file, cache, tmp_path, monkeypatch):
+    from types import MappingProxyType
+
+    digest = loading.file_sha256([gguf_file], progress=False)
+    entry = fake_chunked_wheels(tmp_path / "site", gguf_file, digest)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(loading, "KNOWN_MODELS", MappingProxyType({"tiny": entry}))
+    model, tokenizer = loading.load_model("tiny", progress=False)
+    assert torch.equal(logits(model, tokenizer), logits(*direct(gguf_file)))
+    (folder,) = cache.iterdir()
+    assert folder.name == f"tiny-{digest[:16]}" and not list(folder.glob("*.gguf"))  # assembled copy removed
+
+    bad = fake_chunked_wheels(tmp_path / "bad", gguf_file, "0" * 64)
+    monkeypatch.syspath_prepend(str(tmp_path / "bad"))
+    monkeypatch.setattr(loading, "KNOWN_MODELS", MappingProxyType({"tiny": bad}))
+    with pytest.raises(MeloLoadError, match="expected 0000"):
+        loading.load_model("tiny", progress=False)

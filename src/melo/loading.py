@@ -219,12 +219,13 @@ def _converted(name: str, sources: list[Path], gguf_name: str, expected: str | N
             return folder
         if folder.exists():  # not made by this module (its folders appear complete): replace it
             shutil.rmtree(folder)
-        os.replace(build, folder)
+        try:
+            os.replace(build, folder)
+        except OSError:
+            if (folder / INFO_FILE).is_file():  # lost the race to another process: its copy is as good
+                return folder
+            raise
         _fsync_dir(root)
-    except OSError as err:
-        if (folder / INFO_FILE).is_file():  # another process finished the same build first
-            return folder
-        raise MeloLoadError(f"could not write the converted model to {folder}: {err}") from err
     finally:
         if build.exists():
             shutil.rmtree(build)
