@@ -216,3 +216,14 @@ def test_known_model_from_chunk_packages(gguf_file, cache, tmp_path, monkeypatch
     monkeypatch.setattr(loading, "KNOWN_MODELS", MappingProxyType({"tiny": bad}))
     with pytest.raises(MeloLoadError, match="expected 0000"):
         loading.load_model("tiny", progress=False)
+
+
+def test_hub_name_offline_is_one_clear_error(monkeypatch):
+    import transformers
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    with pytest.raises(MeloLoadError, match="smollm2-135m-instruct.*hub failed"):
+        loading.load_model("someone/some-model")

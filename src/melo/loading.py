@@ -212,7 +212,7 @@ def _converted(name: str, sources: list[Path], gguf_name: str, expected: str | N
         _write_json(build / INFO_FILE, {
             "format": FORMAT_VERSION, "name": name, "gguf": gguf_name, "sha256": digest, "task": task,
             "sources": [str(p) for p in sources], "convert_seconds": round(time.perf_counter() - start, 1),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "transformers": _transformers_version(),
         })
         _fsync_tree(build)
         if (folder / INFO_FILE).is_file():  # another process finished the same build meanwhile
@@ -298,6 +298,12 @@ def _load_hub(name: str, task: str | None, dtype: torch.dtype, device: str | tor
         raise MeloLoadError(f"{name!r} is not a known name ({sorted(KNOWN_MODELS)}), a .gguf file or a local model "
                             f"folder, and loading it from the Hugging Face hub failed (offline?): {err}") from err
     return model.to(device).eval(), tokenizer
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def _auto_class(task: str) -> Any:
