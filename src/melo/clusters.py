@@ -41,8 +41,10 @@ def exact_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> UpdateReport:
-    """Add one batch's keys (edits ``db.n_keys ...``) to ``db`` in place; what happened, by rule."""
+def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int, revoked: frozenset[int] = frozenset()
+                ) -> UpdateReport:
+    """Add one batch's keys (edits ``db.n_keys ...``) to ``db`` in place; what happened, by rule.
+    Keys at the batch positions in ``revoked`` are stored but take no part (a replay, see ``replay``)."""
     report = UpdateReport()
     dev = db.device
     start = db.n_keys
@@ -50,11 +52,15 @@ def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> Upda
     db.keys = torch.cat([db.keys, keys])
     db.key_block = torch.cat([db.key_block, torch.full((n,), block, dtype=torch.long, device=dev)])
     db.key_cluster = torch.cat([db.key_cluster, torch.full((n,), -1, dtype=torch.long, device=dev)])
+    db.key_labels.extend(labels)
     same = torch.triu((keys.unsqueeze(1) == keys.unsqueeze(0)).all(-1), diagonal=1)
     superseded = {i for i, j in torch.nonzero(same).tolist() if labels[i] != labels[j]}
     changed: set[int] = set()
     for i, label in enumerate(labels):
         idx = start + i
+        if i in revoked:
+            db.forgotten[idx] = "revoked"
+            continue
         if i in superseded:  # the same key with another label comes later in the batch
             _forget(db, torch.tensor([idx], device=dev), "superseded", report)
             continue
@@ -176,3 +182,38 @@ def _remove_empty_clusters(db) -> None:
     db.key_cluster[live] = remap[db.key_cluster[live]]
     db.centres, db.radii = db.centres[keep], db.radii[keep]
     db.labels = [label for label, k in zip(db.labels, keep.tolist()) if k]
+
+
+def revoke(db, ids: list[int]) -> None:
+    """Take edits ``ids`` out of ``db`` in place. A cluster left empty is removed; one that keeps
+    members is refit by the expand rule (centre = mean, radius = max(spread + eps, init_radius))
+    unless the refit ball would hold another cluster's live key, in which case it stays as it was.
+    So every other live edit stays live and routed to its own block."""
+    idx = torch.tensor(sorted(set(ids)), dtype=torch.long, device=db.device)
+    touched = torch.unique(db.key_cluster[idx][db.key_cluster[idx] >= 0]).tolist()
+    db.key_cluster[idx] = -1
+    for i in idx.tolist():
+        db.forgotten[i] = "revoked"
+    for j in touched:
+        members = db.keys[db.key_cluster == j].double()
+        if len(members) == 0:
+            continue
+        centre = members.mean(0)
+        radius = max(float((members - centre).norm(dim=1).max()) + EPS, db.init_radius)
+        others = db.live() & (db.key_cluster != j)
+        if not bool(((db.keys[others].double() - centre).norm(dim=1) <= radius).any()):
+            db.centres[j], db.radii[j] = centre, radius
+    _remove_empty_clusters(db)
+
+
+def replay(db, keys: torch.Tensor, key_block: torch.Tensor, key_labels: list[Label], n_blocks: int,
+           revoked: set[int]) -> None:
+    """Apply the edit batches of blocks ``0 .. n_blocks - 1`` to the empty ``db`` in order, as they
+    were made (revoked edits stored but left out): the database those batches alone give."""
+    for block in range(n_blocks):
+        rows = torch.nonzero(key_block == block).squeeze(1)
+        if len(rows) == 0:
+            continue
+        first = int(rows[0])
+        apply_batch(db, keys[rows], [key_labels[i] for i in rows.tolist()], block,
+                    frozenset(i - first for i in rows.tolist() if i in revoked))

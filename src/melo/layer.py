@@ -59,12 +59,25 @@ class DynamicLoraLayer(nn.Module):
     def blocks_state(self) -> dict[str, torch.Tensor]:
         return {"A": self.A[: self.n_blocks].contiguous(), "B": self.B[: self.n_blocks].contiguous()}
 
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored blocks as a call sees them. Commits write only slots no earlier state routes
+        to, and ``truncate`` copies, so a call holding these tensors keeps one consistent state."""
+        return self.A, self.B
+
+    def truncate(self, n_blocks: int) -> None:
+        """Keep the first ``n_blocks`` blocks, in new storage (calls in flight keep the old)."""
+        self.A, self.B = self.A.clone(), self.B.clone()
+        self.A[n_blocks:] = 0
+        self.B[n_blocks:] = 0
+        self.n_blocks = n_blocks
+
     def load_blocks(self, A: torch.Tensor, B: torch.Tensor) -> None:
         self.A, self.B = A.to(self.A), B.to(self.B)
         self.n_blocks = A.shape[0]
 
-    def extra_parameters(self) -> int:
-        return self.n_blocks * self.block_rank * (self.in_features + self.out_features)
+    def extra_parameters(self, blocks: int | None = None) -> int:
+        """Parameters of ``blocks`` blocks (default: all stored)."""
+        return (self.n_blocks if blocks is None else blocks) * self.block_rank * (self.in_features + self.out_features)
 
     # ---- forward ----------------------------------------------------------------------------
     def delta_all(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,17 +103,18 @@ class DynamicLoraLayer(nn.Module):
             blocks = state.blocks
             if blocks is None:
                 return output
+            A, B = state.weights[self.name]
             if blocks.shape[0] != x.shape[0]:  # generate() expands rows (beams, num_return_sequences)
                 blocks = blocks.repeat_interleave(x.shape[0] // blocks.shape[0])
             rows = torch.nonzero(blocks >= 0).squeeze(1)
             if rows.numel() == 0:
                 return output
             ids = blocks[rows]
-            xr = x[rows].to(self.A.dtype)
+            xr = x[rows].to(A.dtype)
             squeeze = xr.dim() == 2
             if squeeze:
                 xr = xr.unsqueeze(1)
-            delta = torch.bmm(torch.bmm(xr, self.A[ids].transpose(1, 2)), self.B[ids].transpose(1, 2)) * self.scale
+            delta = torch.bmm(torch.bmm(xr, A[ids].transpose(1, 2)), B[ids].transpose(1, 2)) * self.scale
             if squeeze:
                 delta = delta.squeeze(1)
             return output.index_add(0, rows, delta.to(output.dtype))

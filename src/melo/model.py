@@ -55,6 +55,7 @@ class MeloModel(Editor):
                              config.init_radius, config.key_pooling, config.normalize_keys)
         self._handles = [module.register_forward_hook(self.lora[name.replace(".", "__")].hook(self.router.current))
                          for name, module in targets.items()]
+        self._publish(self.router.db)
 
     def _probe(self, router_module: nn.Module, targets: dict[str, nn.Module]) -> int:
         """One dummy forward: the router must run before every target and give a hidden-state tensor."""
@@ -72,6 +73,9 @@ class MeloModel(Editor):
         if hidden is None or hidden.dim() < 2:
             raise MeloConfigError(f"router layer {router!r} returns {type(output).__name__}, not a hidden-state tensor")
         return hidden.shape[-1]
+
+    def _publish(self, db: VectorDatabase) -> None:
+        self.router.publish(db, {layer.name: layer.weights() for layer in self.lora.values()})
 
     @property
     def db(self) -> VectorDatabase:
@@ -116,8 +120,7 @@ class MeloModel(Editor):
             raise MeloEditError("MeloModel.generate needs input_ids to route the prompt")
         if self.router.disabled:
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        blocks = self.route(input_ids, attention_mask)
-        with self.router.call("fixed", blocks=blocks):
+        with self.router.routed(input_ids, attention_mask):
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     @contextmanager
@@ -149,10 +152,12 @@ class MeloModel(Editor):
             for layer in self.lora.values():
                 layer.discard_block()
             raise
-        for layer in self.lora.values():  # blocks first: a call routed by the new database finds them
+        for layer in self.lora.values():
             layer.commit_block()
-        self.router.db = new_db
-        self.records.extend({"prompt": p, "target": t, "block": block} for p, t in zip(prompts, targets))
+        self._publish(new_db)
+        first, now = len(self.records), time.time()
+        self.records.extend({"id": first + i, "prompt": p, "target": t, "block": block, "created": now}
+                            for i, (p, t) in enumerate(zip(prompts, targets)))
         return EditResult(block, len(prompts), time.perf_counter() - start, losses, report.added,
                           report.expanded, report.conflicts, self._forgotten_rows(report.forgotten), kept_loss)
 
@@ -178,20 +183,67 @@ class MeloModel(Editor):
                                cfg.lr_step, cfg.lr_gamma, keep_best=True, after_first=replay,
                                desc=f"edit block {block}", progress=progress)
 
-    # ---- bookkeeping ------------------------------------------------------------------------
+    # ---- edit management ----------------------------------------------------------------------
+    def edits(self) -> list[dict[str, Any]]:
+        """Every edit: id, prompt, target, block, created (epoch seconds), status ("live",
+        "forgotten" or "revoked") and the reason it is not live."""
+        db = self.db
+        live = db.live().tolist()
+        rows = []
+        for record, is_live in zip(self.records, live):
+            reason = None if is_live else db.forgotten.get(record["id"], "forgotten")
+            status = "live" if is_live else ("revoked" if reason == "revoked" else "forgotten")
+            rows.append({**record, "status": status, "reason": reason})
+        return rows
+
+    def revoke(self, edit_ids: Sequence[int]) -> None:
+        """Take edits out: their keys leave the database; a block none of whose edits is live is no
+        longer used. All or nothing: an unknown id changes nothing."""
+        with self._edit_lock:
+            ids = self._known_ids(edit_ids)
+            self._publish(self.db.revoked(ids))
+
+    def rollback(self, n_blocks: int) -> None:
+        """Undo every edit batch after the first ``n_blocks``: the model equals, bit for bit, one
+        that only ever made those batches (revoked edits among them stay revoked)."""
+        with self._edit_lock:
+            if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or not 0 <= n_blocks <= self.n_blocks:
+                raise MeloEditError(f"rollback to {n_blocks!r} blocks: expected an int from 0 to {self.n_blocks}")
+            db = self.db.rolled_back(n_blocks)
+            for layer in self.lora.values():
+                layer.truncate(n_blocks)
+            self._publish(db)
+            self.records = self.records[: db.n_keys]
+
+    def _known_ids(self, edit_ids: Sequence[int]) -> list[int]:
+        if isinstance(edit_ids, (int, str)) or not edit_ids:
+            raise MeloEditError(f"edit ids must be a non-empty list of ints, got {edit_ids!r}")
+        bad = [i for i in edit_ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.records)]
+        if bad:
+            raise MeloEditError(f"unknown edit id {bad[0]!r} (ids run from 0 to {len(self.records) - 1})")
+        return list(edit_ids)
+
+    def live_blocks(self) -> list[int]:
+        """Blocks that at least one live edit routes to."""
+        db = self.db
+        return sorted(set(db.key_block[db.live()].tolist()))
+
     def forgotten_edits(self) -> list[dict[str, Any]]:
         return self._forgotten_rows(dict(sorted(self.db.forgotten.items())))
 
     def stats(self) -> dict[str, int]:
         db = self.db
+        live_blocks = len(self.live_blocks())
         return {
             "edits": len(self.records),
             "blocks": self.n_blocks,
+            "live_blocks": live_blocks,
             "clusters": db.n_clusters,
             "live_keys": int(db.live().sum()),
             "conflicts": db.n_conflicts,
-            "forgotten_edits": len(db.forgotten),
-            "extra_parameters": sum(layer.extra_parameters() for layer in self.lora.values()),
+            "forgotten_edits": sum(1 for r in db.forgotten.values() if r != "revoked"),
+            "revoked_edits": sum(1 for r in db.forgotten.values() if r == "revoked"),
+            "extra_parameters": sum(layer.extra_parameters(live_blocks) for layer in self.lora.values()),
             "router_floats": db.keys.numel() + db.centres.numel(),
         }
 
@@ -276,7 +328,7 @@ class MeloModel(Editor):
             raise MeloLoadError("edit records and router keys disagree on blocks")
         for layer in self.lora.values():
             layer.load_blocks(tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"])
-        self.router.db = db
+        self._publish(db)
         self.records = records
 
 

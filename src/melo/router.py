@@ -75,6 +75,7 @@ class VectorDatabase:
         self.centres = torch.empty(0, dim, dtype=torch.float64, device=device)
         self.radii = torch.empty(0, dtype=torch.float64, device=device)
         self.labels: list[Label] = []
+        self.key_labels: list[Label] = []  # label of each key: replays rebuild the database from them
         self.forgotten: dict[int, str] = {}
         self.n_conflicts = 0
         self._index: dict[str, torch.Tensor] | None = None
@@ -100,6 +101,7 @@ class VectorDatabase:
         for name in self.TENSORS:
             setattr(other, name, getattr(self, name).clone())
         other.labels = list(self.labels)
+        other.key_labels = list(self.key_labels)
         other.forgotten = dict(self.forgotten)
         other.n_conflicts = self.n_conflicts
         return other
@@ -171,6 +173,21 @@ class VectorDatabase:
         db._index = None
         return db, report
 
+    def revoked(self, ids: list[int]) -> "VectorDatabase":
+        """A new database without edits ``ids`` (see ``clusters.revoke``)."""
+        db = self.clone()
+        clusters.revoke(db, ids)
+        return db
+
+    def rolled_back(self, n_blocks: int) -> "VectorDatabase":
+        """The database the edit batches of the first ``n_blocks`` blocks alone give (revoked edits
+        among them stay revoked); the same, bit for bit, as never having made the later ones."""
+        n = int((self.key_block < n_blocks).sum())  # keys are stored in block order
+        db = VectorDatabase(self.dim, self.init_radius, self.device)
+        revoked = {i for i, reason in self.forgotten.items() if reason == "revoked" and i < n}
+        clusters.replay(db, self.keys[:n], self.key_block[:n], self.key_labels[:n], n_blocks, revoked)
+        return db
+
     # ---- persistence ------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f"router.{name}": getattr(self, name) for name in self.TENSORS}
@@ -178,6 +195,7 @@ class VectorDatabase:
     def meta(self) -> dict:
         return {
             "labels": [list(label) for label in self.labels],
+            "key_labels": [list(label) for label in self.key_labels],
             "forgotten": {str(k): v for k, v in self.forgotten.items()},
             "n_conflicts": self.n_conflicts,
         }
@@ -197,6 +215,7 @@ class VectorDatabase:
             db.centres = tensors["router.centres"].double()
             db.radii = tensors["router.radii"].double()
             db.labels = [tuple(int(t) for t in label) for label in meta["labels"]]
+            db.key_labels = [tuple(int(t) for t in label) for label in meta["key_labels"]]
             db.forgotten = {int(k): str(v) for k, v in dict(meta["forgotten"]).items()}
             db.n_conflicts = int(meta["n_conflicts"])
         except (KeyError, TypeError, ValueError) as err:
@@ -207,6 +226,7 @@ class VectorDatabase:
             (db.centres.dim() != 2 or db.centres.shape[1] != dim, f"centres are {list(db.centres.shape)}"),
             (list(db.key_block.shape) != [n] or list(db.key_cluster.shape) != [n], "key tables differ in length"),
             (list(db.radii.shape) != [c] or len(db.labels) != c, "cluster tables differ in length"),
+            (len(db.key_labels) != n, f"{len(db.key_labels)} key labels for {n} keys"),
             (n and not bool(((db.key_block >= 0) & (db.key_block < n_blocks)).all()),
              f"a key names a block outside 0..{n_blocks - 1}"),
             (n and not bool(((db.key_cluster >= -1) & (db.key_cluster < c)).all()), "a key names an unknown cluster"),
@@ -222,30 +242,54 @@ class VectorDatabase:
         return db.to(device)
 
 
+@dataclass(frozen=True)
+class Version:
+    """One whole state of the adapter: the database and each target layer's stored blocks."""
+
+    db: VectorDatabase
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
 @dataclass
 class RoutingCall:
-    """The routing of one call. ``mode``: "route" (the router layer will set ``blocks`` from this
-    call's keys), "fixed" (``blocks`` decided: every generation step), "train" (every row uses the
-    block being learned), "keys" (collect keys, stop at the router)."""
+    """The routing of one call, made against one ``Version``. ``mode``: "route" (the router layer
+    will set ``blocks`` from this call's keys), "fixed" (``blocks`` decided: every generation step),
+    "train" (every row uses the block being learned), "keys" (collect keys, stop at the router)."""
 
     mode: str
+    version: Version
     key_mask: torch.Tensor | None = None
     blocks: torch.Tensor | None = None
     keys: torch.Tensor | None = None
 
+    @property
+    def weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return self.version.weights
+
 
 class Router:
     """Owns the key source (the router layer's pooled hidden state), the vector database, and the
-    routing decision of each call; target layers read ``current()``."""
+    routing decision of each call; target layers read ``current()``.
+
+    A call sees the ``Version`` published when it started, whatever is published meanwhile.
+    """
 
     def __init__(self, base_model: nn.Module, task: str, layer: str, module: nn.Module, key_dim: int,
                  init_radius: float, pooling: str, normalize: bool):
         self.base_model, self.task, self.layer = base_model, task, layer
         self.pooling, self.normalize = pooling, normalize
-        self.db = VectorDatabase(key_dim, init_radius, next(base_model.parameters()).device)
+        self.version = Version(VectorDatabase(key_dim, init_radius, next(base_model.parameters()).device), {})
         self._calls: CallContext[RoutingCall] = CallContext("melo_routing")
         self._off: CallContext[bool] = CallContext("melo_disabled")
         self._handle = module.register_forward_hook(self._hook)
+
+    @property
+    def db(self) -> VectorDatabase:
+        return self.version.db
+
+    def publish(self, db: VectorDatabase, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Make a new state current, in one assignment: later calls see it, calls in flight keep theirs."""
+        self.version = Version(db, weights)
 
     def current(self) -> RoutingCall | None:
         return self._calls.get()
@@ -253,7 +297,15 @@ class Router:
     @contextmanager
     def call(self, mode: str, key_mask: torch.Tensor | None = None,
              blocks: torch.Tensor | None = None) -> Iterator[RoutingCall]:
-        with self._calls.use(RoutingCall(mode, key_mask, blocks)) as call:
+        with self._calls.use(RoutingCall(mode, self.version, key_mask, blocks)) as call:
+            yield call
+
+    @contextmanager
+    def routed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> Iterator[RoutingCall]:
+        """A call whose blocks are chosen on the prompt first (keys pass), then fixed: generation."""
+        with self.call("keys", key_mask=self._mask(input_ids, attention_mask)) as call:
+            blocks = call.version.db.lookup(self._keys_in(call, input_ids))
+            call.mode, call.blocks, call.key_mask = "fixed", blocks, None
             yield call
 
     @property
@@ -276,19 +328,25 @@ class Router:
         if call.mode == "keys":
             call.keys = keys
             raise StopForward
-        call.blocks = self.db.lookup(keys)
+        call.blocks = call.version.db.lookup(keys)
         call.mode = "fixed"
 
-    def keys(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Router keys of prompts: the model runs only up to the router layer."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        with self.call("keys", key_mask=attention_mask) as call:
-            run_prompt(self.base_model, self.task, input_ids, attention_mask)
+    @staticmethod
+    def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return torch.ones_like(input_ids) if attention_mask is None else attention_mask
+
+    def _keys_in(self, call: RoutingCall, input_ids: torch.Tensor) -> torch.Tensor:
+        run_prompt(self.base_model, self.task, input_ids, call.key_mask)
         if call.keys is None:
             raise MeloConfigError(f"router layer {self.layer!r} did not run")
         return call.keys
 
+    def keys(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Router keys of prompts: the model runs only up to the router layer."""
+        with self.call("keys", key_mask=self._mask(input_ids, attention_mask)) as call:
+            return self._keys_in(call, input_ids)
+
     def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Block id chosen for each row (-1: no block, the base model)."""
-        return self.db.lookup(self.keys(input_ids, attention_mask))
+        with self.call("keys", key_mask=self._mask(input_ids, attention_mask)) as call:
+            return call.version.db.lookup(self._keys_in(call, input_ids))
