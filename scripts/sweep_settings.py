@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from melo import MeloConfig, get_melo_model
-from melo.bench.data import load_task, resolve_data_dir
+from melo.data import load_task, resolve_data_dir
 from melo.bench.presets import bench_preset
 from melo.bench.protocols import LOWER_IS_BETTER, Scorer, Settings, select_edits
 

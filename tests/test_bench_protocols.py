@@ -6,7 +6,7 @@ import pytest
 
 import melo
 from conftest import MODEL_FACTORIES, melo_config
-from melo.bench.data import Record, TaskData
+from melo.data import Record, TaskData
 from melo.bench.evaluate import predict_labels
 from melo.bench.protocols import Settings, run_lifelong, run_sequential
 from melo.bench.report import RunWriter, markdown_table, plot_runs

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from tqdm.auto import tqdm
 
 from . import metrics
-from .data import Record, TaskData
+from ..data import Record, TaskData
 from .evaluate import generate_answers, predict_labels, target_tokens
 
 LOWER_IS_BETTER = {"hallucination"}

@@ -12,7 +12,7 @@ from typing import Any
 from ..baselines import BASELINES, make_baseline
 from ..config import MeloConfig
 from ..model import get_melo_model
-from .data import load_task, resolve_data_dir
+from ..data import load_task, resolve_data_dir
 from .presets import bench_preset
 from .protocols import Settings, run_lifelong, run_sequential
 from .report import RunWriter

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from melo.bench import data
-from melo.bench.data import MeloDataError, Record, TaskData
+from melo import data
+from melo.data import locate
+from melo.data import MeloDataError, Record, TaskData
 from melo.errors import MeloError
 
 MEND = [
@@ -210,7 +211,7 @@ def write_csv(path, rows):
 def test_classification_formats_split_and_dedupe(tmp_path, fmt, caplog):
     path = tmp_path / f"cases.{fmt}"
     {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}[fmt](path, ROWS)
-    with caplog.at_level(logging.WARNING, logger="melo.bench.data"):
+    with caplog.at_level(logging.WARNING, logger="melo.data.classification"):
         upstream, edits, names = data.load_classification(path, "text", "label", "term", 2009)
     assert names == ["Civil", "Crime", "Other"]
     assert upstream == EXPECTED_UPSTREAM
@@ -403,7 +404,7 @@ def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
     given, env, shared = tmp_path / "given", tmp_path / "env", tmp_path / "shared" / "data"
     for d in (given, env, shared, tmp_path / "work"):
         d.mkdir(parents=True)
-    monkeypatch.setattr(data, "_repo_root", lambda: None)
+    monkeypatch.setattr(locate, "_repo_root", lambda: None)
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.setenv("MELO_DATA_DIR", str(env))
     assert data.resolve_data_dir(given) == given.resolve()
@@ -421,12 +422,12 @@ def test_resolve_data_dir_falls_back_to_the_repository(tmp_path, monkeypatch):
     (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
     monkeypatch.delenv("MELO_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path / "elsewhere" / "deep")
-    monkeypatch.setattr(data, "_repo_root", lambda: tmp_path / "repo")
+    monkeypatch.setattr(locate, "_repo_root", lambda: tmp_path / "repo")
     assert data.resolve_data_dir() == (tmp_path / "shared" / "data").resolve()
 
 
 def test_resolve_data_dir_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_repo_root", lambda: tmp_path / "repo")
+    monkeypatch.setattr(locate, "_repo_root", lambda: tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MELO_DATA_DIR", raising=False)
     with pytest.raises(MeloDataError, match="pass --data-dir DIR .* or set MELO_DATA_DIR.*tried") as info:
