@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from ..data import Record, TaskData
+from ..errors import MeloConfigError, MeloDataError
 from .evaluate import generate_answers, predict_labels, target_tokens
 
 LOWER_IS_BETTER = {"hallucination"}
@@ -146,7 +147,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     scorer = Scorer(data.kind, task, editor.tokenizer, settings, prefix, progress)
     edits = select_edits(scorer, editor, data, settings)
     if not edits:
-        raise ValueError(f"no edits to make on {data.name}: the unedited model gets every candidate right")
+        raise MeloDataError(f"no edits to make on {data.name}: the unedited model gets every candidate right")
     upstream = data.upstream[: settings.upstream_limit]
     pre = evaluate_state(scorer, editor, edits, data, upstream, prefix="pre_")
     pre.update(_public(scorer.records(editor, edits), "pre_es"))
@@ -193,7 +194,7 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
                  log: Callable[[dict[str, Any]], None], progress: bool = True) -> dict[str, Any]:
     """WISE/EasyEdit protocol: after T edits, Reliability, Generalization and Locality of those T."""
     if data.kind != "qa":
-        raise ValueError(f"the lifelong protocol is defined for QA editing, not {data.kind!r}")
+        raise MeloConfigError(f"the lifelong protocol is defined for QA editing, not {data.kind!r}")
     tok = editor.tokenizer
     total = max(settings.checkpoints) if settings.n_edits is None else settings.n_edits
     edits = list(data.edits[:total])
