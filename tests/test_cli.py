@@ -1,8 +1,7 @@
-"""`melo` command line: every user error exits with status 2 and one line naming the problem, before any model loads."""
+"""`melo` command line: every user error exits with status 2 and one line naming the problem,
+before any model loads."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from conftest import make_word_tokenizer
@@ -108,7 +107,8 @@ def test_lifelong_protocol_needs_a_zsre_preset(tmp_path, capsys, no_models):
 def test_out_that_is_a_file_fails_before_any_work(tmp_path, capsys, no_models, command):
     out = tmp_path / "taken.txt"
     out.write_text("not a folder")
-    argv = {"run": ["run"], "bench": ["bench", "--preset", "minilm-qa"], "compare": ["compare", str(tmp_path)]}[command]
+    argv = {"run": ["run"], "bench": ["bench", "--preset", "minilm-qa"],
+            "compare": ["compare", str(tmp_path)]}[command]
     fails(argv + ["--out", str(out / "sub" if command == "compare" else out)], capsys, "taken.txt", "is a file")
     assert out.read_text() == "not a folder"
 

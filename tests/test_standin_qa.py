@@ -16,7 +16,8 @@ TINY = dict(qa.SETTINGS, n_train=3, epochs=2, batch_size=2, lr=1e-2, max_new_tok
 
 
 def tiny_encoder() -> BertConfig:
-    return BertConfig(vocab_size=len(make_word_tokenizer()), hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+    return BertConfig(vocab_size=len(make_word_tokenizer()), hidden_size=32, num_hidden_layers=6,
+                      num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=64, pad_token_id=0)
 
 

@@ -48,9 +48,12 @@ def test_training_moves_only_the_top_layers():
     stats = scotus.train(model, tok, TEXTS, LABELS, {**TINY, "epochs": 2}, progress=False)
     assert len(stats["epoch_losses"]) == 2 and all(torch.isfinite(torch.tensor(stats["epoch_losses"])))
     after = dict(model.named_parameters())
-    assert torch.equal(after["bert.embeddings.word_embeddings.weight"], before["bert.embeddings.word_embeddings.weight"])
-    assert torch.equal(after["bert.encoder.layer.3.output.dense.weight"], before["bert.encoder.layer.3.output.dense.weight"])
-    assert not torch.equal(after["bert.encoder.layer.5.output.dense.weight"], before["bert.encoder.layer.5.output.dense.weight"])
+    assert torch.equal(after["bert.embeddings.word_embeddings.weight"],
+                       before["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(after["bert.encoder.layer.3.output.dense.weight"],
+                       before["bert.encoder.layer.3.output.dense.weight"])
+    assert not torch.equal(after["bert.encoder.layer.5.output.dense.weight"],
+                           before["bert.encoder.layer.5.output.dense.weight"])
     assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
     assert all(p.requires_grad for p in model.parameters()) and not model.training
     preds = scotus.predict(model, tok, TEXTS, max_length=32)

@@ -112,12 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=None, help="edit this model (local path or hub name) instead of the demo model")
     p.add_argument("--preset", default=None, help="with --model: layer settings, one of " + ", ".join(sorted(PRESETS)))
     p.add_argument("--edits", default=None, metavar="FILE",
-                   help="edits as JSON/JSONL/CSV: prompt, target, optional rephrase and locality (default: the world's)")
+                   help="edits as JSON/JSONL/CSV: prompt, target, optional rephrase and locality "
+                        "(default: the world's)")
     p.add_argument("--world", default=None, metavar="FILE",
                    help="a world JSON shaped like melo/demo/world.json (facts, edits) instead of the shipped one")
     p.add_argument("--n-edits", type=_positive_int, default=None, help="use only the first N edits")
     p.add_argument("--edits-per-block", type=_positive_int, default=8, help="edits learned per LoRA block (default 8)")
-    p.add_argument("--num-iter", type=_positive_int, default=None, help="optimizer steps per block (default: the preset's)")
+    p.add_argument("--num-iter", type=_positive_int, default=None,
+                   help="optimizer steps per block (default: the preset's)")
     p.add_argument("--radius", type=_positive_float, default=None,
                    help="router radius (init_radius): larger reaches more paraphrases and more unrelated questions")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -139,8 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--method", default="melo", choices=["melo", "grace", "lora", "ft", "all"],
                    help="editing method, or all of them one after the other (default melo)")
     b.add_argument("--n-edits", type=_positive_int, default=None, help="number of edits (default: the preset's)")
-    b.add_argument("--edits-per-block", type=_positive_int, default=None, help="edits per batch / block (default: the preset's)")
-    b.add_argument("--metric-period", type=_positive_int, default=None, help="evaluate ERR/TRR/generality every N edits")
+    b.add_argument("--edits-per-block", type=_positive_int, default=None,
+                   help="edits per batch / block (default: the preset's)")
+    b.add_argument("--metric-period", type=_positive_int, default=None,
+                   help="evaluate ERR/TRR/generality every N edits")
     b.add_argument("--data-dir", default=None, help="benchmark data (default $MELO_DATA_DIR or ../shared/data)")
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -22,9 +22,9 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from . import metrics
 from ..data import Record, TaskData
 from ..errors import MeloConfigError, MeloDataError
+from . import metrics
 from .evaluate import generate_answers, predict_labels, target_tokens
 
 LOWER_IS_BETTER = {"hallucination"}
@@ -206,7 +206,8 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         return f"{what} ({n} prompts)" if progress else None
 
     def outputs(prompts: Sequence[str]) -> list[str]:
-        return generate_answers(editor, tok, prompts, task, s.batch_size, s.max_new_tokens, desc("answers", len(prompts)))
+        return generate_answers(editor, tok, prompts, task, s.batch_size, s.max_new_tokens,
+                                desc("answers", len(prompts)))
 
     def reliability(prompts: Sequence[str], targets: Sequence[str]) -> float:
         _, argmax, gold = target_tokens(editor, tok, prompts, targets, task, s.batch_size,
@@ -238,7 +239,8 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
             point = {
                 "n_edits": done,
                 "reliability": reliability([r.prompt for r in seen], [r.target for r in seen]),
-                "generalization": reliability([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase]),
+                "generalization": reliability([r.rephrases[0] for r in with_rephrase],
+                                              [r.target for r in with_rephrase]),
                 "locality": metrics.mean([float(a == b) for a, b in zip(after_loc, before_loc[:done])]),
                 "edit_seconds": edit_seconds,
                 **editor.stats(),

@@ -51,9 +51,13 @@ def json_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
             raise MeloDataError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
 
 
-def get_field(path: Path | str, where: str, record: Any, name: str, kind: type | tuple[type, ...] | None = None) -> Any:
+def get_field(path: Path | str, where: str, record: Any, name: str,
+              kind: type | tuple[type, ...] | None = None) -> Any:
+    """``record[name]``, present, not None, not blank text and (with ``kind``) of that type."""
     if not isinstance(record, dict):
-        raise MeloDataError(f"{path}: {where}: expected a JSON object with field {name!r}, got {type(record).__name__}")
+        raise MeloDataError(
+            f"{path}: {where}: expected a JSON object with field {name!r}, got {type(record).__name__}"
+        )
     if name not in record or record[name] is None:
         raise MeloDataError(f"{path}: {where}: missing field {name!r} (fields: {', '.join(map(str, record))})")
     value = record[name]

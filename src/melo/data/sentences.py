@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 # Abbreviation types of NLTK's English Punkt model: a period after one of these ends no sentence
 # unless the next word starts one (see _breaks).
 _ABBREVIATIONS = frozenset(

@@ -110,7 +110,8 @@ def load_nq(path: str | os.PathLike, limit: int | None = None) -> list[Record]:
                 )
             pairs = ((f"question {i}", q, a) for i, (q, a) in enumerate(zip(questions, answers)))
         else:
-            pairs = iter([(where, get_field(path, where, rec, "question", str), get_field(path, where, rec, "answer"))])
+            question = get_field(path, where, rec, "question", str)
+            pairs = iter([(where, question, get_field(path, where, rec, "answer"))])
         for at, question, answer in pairs:
             if limit is not None and len(out) >= limit:
                 return out

@@ -134,7 +134,8 @@ class Asker:
         out: list[bool] = []
         for lo in range(0, len(prompts), batch_size):
             enc = tokenize(self.subject.tokenizer, prompts[lo : lo + batch_size], side)
-            out.extend((model.route(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)) >= 0).tolist())
+            clusters = model.route(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device))
+            out.extend((clusters >= 0).tolist())
         return out
 
     def answers_after_edit(self, model: Any, prompts: Sequence[str], before: Sequence[Any]) -> list[Any]:
@@ -249,8 +250,9 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
 
 
 def _run_demo(opts: DemoOptions) -> dict[str, Any]:
-    import melo
     from tqdm.auto import tqdm
+
+    import melo
 
     say: Callable[..., None] = (lambda *a, **k: None) if opts.quiet else print
     torch.manual_seed(opts.seed)
@@ -288,7 +290,8 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
         edit_seconds += result.seconds
         done += len(block)
         metrics, answers = _measure(model, ask, cases[:done], controls, same_entity, control_before)
-        curve.append({"edits": done, **metrics, "seconds": round(edit_seconds, 2), "clusters": model.stats()["clusters"]})
+        curve.append({"edits": done, **metrics, "seconds": round(edit_seconds, 2),
+                      "clusters": model.stats()["clusters"]})
         bar.set_postfix(success=_fmt(metrics["edit_success"]), locality=_fmt(metrics["locality"]))
     bar.close()
 

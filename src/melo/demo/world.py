@@ -129,9 +129,13 @@ def _case(row: Any, where: str, classification: bool) -> EditCase:
     prompt = _pick(row, PROMPT_FIELDS)
     target = _pick(row, TARGET_FIELDS)
     if not isinstance(prompt, str) or not prompt.strip():
-        raise MeloDataError(f"{where}: missing or empty field 'prompt' (also accepted: {', '.join(PROMPT_FIELDS[1:])})")
+        raise MeloDataError(
+            f"{where}: missing or empty field 'prompt' (also accepted: {', '.join(PROMPT_FIELDS[1:])})"
+        )
     if target is None or (isinstance(target, str) and not target.strip()):
-        raise MeloDataError(f"{where}: missing or empty field 'target' (also accepted: {', '.join(TARGET_FIELDS[1:])})")
+        raise MeloDataError(
+            f"{where}: missing or empty field 'target' (also accepted: {', '.join(TARGET_FIELDS[1:])})"
+        )
     if classification:
         target = _class_id(target, where)
     elif not isinstance(target, str):

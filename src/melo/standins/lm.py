@@ -91,7 +91,8 @@ def build_model(tokenizer: Any, config: Any = None, seed: int = SETTINGS["seed"]
     else:
         quiet_transformers()
         path = base_model_path()
-        model = BertLMHeadModel.from_pretrained(path, config=_decoder_config(BertConfig.from_pretrained(path), tokenizer))
+        config = _decoder_config(BertConfig.from_pretrained(path), tokenizer)
+        model = BertLMHeadModel.from_pretrained(path, config=config)
     model.tie_weights()
     _generation_config(model, tokenizer)
     return model.eval()

@@ -136,8 +136,9 @@ def build_model(encoder: Any = None, decoder_layers: int = SETTINGS["decoder_lay
 
 
 @torch.no_grad()
-def encoder_states(model: nn.Module, tokenizer: Any, questions: Sequence[str], max_length: int = SETTINGS["max_length"],
-                   batch_size: int = 64, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def encoder_states(model: nn.Module, tokenizer: Any, questions: Sequence[str],
+                   max_length: int = SETTINGS["max_length"], batch_size: int = 64,
+                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoder outputs [n, width, hidden] (zero-padded) and attention masks [n, width], computed once."""
     enc = tokenizer(list(questions), truncation=True, max_length=max_length)["input_ids"]
     width = max(map(len, enc))

@@ -61,7 +61,8 @@ def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, 
 
 
 def classification_batches(tokenizer: Any, texts: Sequence[str], labels: Sequence[int], settings: dict[str, Any]):
-    lengths = [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=settings["max_length"])["input_ids"]]
+    ids = tokenizer(list(texts), truncation=True, max_length=settings["max_length"])["input_ids"]
+    lengths = [len(row) for row in ids]
     out = []
     for idx in length_batches(lengths, int(settings["batch_size"])):
         batch = _encode(tokenizer, [texts[i] for i in idx], settings["max_length"])

@@ -90,7 +90,8 @@ def train_top_layers(
     epochs = int(settings["epochs"])
     total = max(1, epochs * len(batches))
     warmup = max(1, int(settings.get("warmup", 0.1) * total))
-    optimizer = torch.optim.AdamW(params, lr=float(settings["lr"]), weight_decay=float(settings.get("weight_decay", 0.0)))
+    optimizer = torch.optim.AdamW(params, lr=float(settings["lr"]),
+                                  weight_decay=float(settings.get("weight_decay", 0.0)))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (total - s) / total)
     )
@@ -107,7 +108,8 @@ def train_top_layers(
                 total_loss, count = 0.0, 0
                 for i in order:
                     feed["hidden"] = cache[i]
-                    loss = model(**batches[i], use_cache=False).loss if _is_decoder(model) else model(**batches[i]).loss
+                    extra = {"use_cache": False} if _is_decoder(model) else {}
+                    loss = model(**batches[i], **extra).loss
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
