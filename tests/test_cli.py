@@ -144,3 +144,9 @@ def test_class_ids_as_numbers_or_digits(tmp_path):
     path = tmp_path / "edits.jsonl"
     path.write_text('{"prompt": "a", "target": 2}\n{"prompt": "b", "target": " 0 "}\n')
     assert [c.target for c in read_edits_file(path, classification=True)] == [2, 0]
+
+
+def test_csv_that_is_not_csv(tmp_path, capsys, no_models):
+    path = tmp_path / "edits.csv"
+    path.write_text("prompt,target\n" + "a" * 200_000 + ",b\n")  # a field over the csv module's limit
+    fails(["run", "--edits", str(path), "--out", str(tmp_path / "out")], capsys, str(path), "not valid CSV")

@@ -78,10 +78,14 @@ def string_list(path: Path | str, where: str, name: str, values: Any, strip: boo
 
 
 def table_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, row) of a CSV / TSV file (by suffix), else of JSON records as :func:`json_records`."""
     if path.suffix.lower() in (".csv", ".tsv"):
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
         reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
-        for row in reader:
-            yield f"line {reader.line_num}", row
+        try:
+            for row in reader:
+                yield f"line {reader.line_num}", row
+        except csv.Error as err:
+            raise MeloDataError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
     else:
         yield from json_records(path)

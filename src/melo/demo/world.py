@@ -168,11 +168,14 @@ def read_edits_file(path: str | Path, classification: bool = False) -> list[Edit
     rows: list[tuple[str, Any]] = []
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames or not set(reader.fieldnames) & set(PROMPT_FIELDS):
-            raise MeloDataError(f"{path}: line 1: the CSV header needs a 'prompt' and a 'target' column, "
-                                f"got {reader.fieldnames}")
-        for row in reader:
-            rows.append((f"{path}: line {reader.line_num}", row))
+        try:
+            if not reader.fieldnames or not set(reader.fieldnames) & set(PROMPT_FIELDS):
+                raise MeloDataError(f"{path}: line 1: the CSV header needs a 'prompt' and a 'target' column, "
+                                    f"got {reader.fieldnames}")
+            for row in reader:
+                rows.append((f"{path}: line {reader.line_num}", row))
+        except csv.Error as err:
+            raise MeloDataError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
     elif suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
