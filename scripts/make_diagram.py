@@ -59,7 +59,8 @@ def main() -> None:
     box(ax, 8.2, 0.6, 2.7, 3.5, "", color="#fafafa")
     ax.text(9.55, 3.85, "target layer  W x + s·B_t A_t x", ha="center", fontsize=8.5, weight="bold")
     for block in range(3):
-        box(ax, 8.4 + block * 0.85, 2.45, 0.7, 1.05, f"A{block}\nB{block}", color=COLORS[block], edge=COLORS[block], size=8)
+        box(ax, 8.4 + block * 0.85, 2.45, 0.7, 1.05, f"A{block}\nB{block}", color=COLORS[block], edge=COLORS[block],
+            size=8)
     ax.text(9.55, 1.95, "one block per edit batch;\nearlier blocks frozen", ha="center", fontsize=7.5)
     box(ax, 8.4, 0.8, 2.3, 0.6, "no block: base(x),\nbit for bit", color="white", edge=GREY, size=8)
     arrow(ax, (7.1, 3.1), (9.25, 3.55), color=COLORS[1])

@@ -26,10 +26,26 @@ COUNTRIES = {
     "Elbrecht": dict(capital="Castomere", currency="the elbe thaler", language="Elbrish", animal="the stone bear"),
 }
 COUNTRY_Q = {
-    "capital": ["What is the capital of {e}?", "Which city is the capital of {e}?", "{e} has its capital in which city?"],
-    "currency": ["What is the currency of {e}?", "Which currency is used in {e}?", "What money do people pay with in {e}?"],
-    "language": ["What language is spoken in {e}?", "What is the official language of {e}?", "Which language do the people of {e} speak?"],
-    "animal": ["What is the national animal of {e}?", "Which animal is the symbol of {e}?", "What animal represents the nation of {e}?"],
+    "capital": [
+        "What is the capital of {e}?",
+        "Which city is the capital of {e}?",
+        "{e} has its capital in which city?",
+    ],
+    "currency": [
+        "What is the currency of {e}?",
+        "Which currency is used in {e}?",
+        "What money do people pay with in {e}?",
+    ],
+    "language": [
+        "What language is spoken in {e}?",
+        "What is the official language of {e}?",
+        "Which language do the people of {e} speak?",
+    ],
+    "animal": [
+        "What is the national animal of {e}?",
+        "Which animal is the symbol of {e}?",
+        "What animal represents the nation of {e}?",
+    ],
 }
 
 CITIES = {
@@ -47,7 +63,11 @@ CITIES = {
     "Varrow": dict(river="the Tamsin", famous="blue pottery"),
 }
 CITY_Q = {
-    "river": ["Which river flows through {e}?", "What river runs through the city of {e}?", "{e} lies on which river?"],
+    "river": [
+        "Which river flows through {e}?",
+        "What river runs through the city of {e}?",
+        "{e} lies on which river?",
+    ],
     "famous": ["What is the city of {e} famous for?", "What is {e} best known for?", "{e} is known for making what?"],
 }
 
@@ -139,7 +159,11 @@ RIVERS = {
     "the Elde": dict(country="Elbrecht", sea="the Frost Sea"),
 }
 RIVER_Q = {
-    "country": ["In which country is {e}?", "Which country does {e} flow through?", "{e} is a river in which country?"],
+    "country": [
+        "In which country is {e}?",
+        "Which country does {e} flow through?",
+        "{e} is a river in which country?",
+    ],
     "sea": ["Into which sea does {e} flow?", "Where does {e} empty?", "What body of water does {e} flow into?"],
 }
 
@@ -153,7 +177,11 @@ MOUNTAINS = {
 }
 MOUNTAIN_Q = {
     "country": ["In which country is {e}?", "Which country is {e} located in?", "{e} is a mountain in which country?"],
-    "first": ["Who first climbed {e}?", "Who was the first person to reach the top of {e}?", "Who made the first ascent of {e}?"],
+    "first": [
+        "Who first climbed {e}?",
+        "Who was the first person to reach the top of {e}?",
+        "Who made the first ascent of {e}?",
+    ],
 }
 
 

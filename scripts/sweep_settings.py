@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from melo import MeloConfig, get_melo_model
-from melo.bench.data import load_task, resolve_data_dir
 from melo.bench.presets import bench_preset
 from melo.bench.protocols import LOWER_IS_BETTER, Scorer, Settings, select_edits
+from melo.data import load_task, resolve_data_dir
 
 
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
@@ -80,7 +80,8 @@ def main() -> None:
     data = load_task(preset.data, data_dir, target="answer")
     base, tokenizer = preset.load_model(data_dir)
     per_block = args.edits_per_block or preset.edits_per_block
-    settings = Settings(edits_per_block=per_block, n_edits=args.blocks * per_block, max_new_tokens=preset.max_new_tokens)
+    settings = Settings(edits_per_block=per_block, n_edits=args.blocks * per_block,
+                        max_new_tokens=preset.max_new_tokens)
     scorer = Scorer(data.kind, preset.melo()["task"], tokenizer, settings)
     edits = select_edits(scorer, base, data, settings)
     controls = {k: list(v)[: args.controls] for k, v in (("trr", data.upstream), ("arr", data.accurate)) if v}

@@ -3,13 +3,13 @@
 import json
 
 import pytest
+from conftest import MODEL_FACTORIES, melo_config
 
 import melo
-from conftest import MODEL_FACTORIES, melo_config
-from melo.bench.data import Record, TaskData
 from melo.bench.evaluate import predict_labels
 from melo.bench.protocols import Settings, run_lifelong, run_sequential
 from melo.bench.report import RunWriter, markdown_table, plot_runs
+from melo.data import Record, TaskData
 
 QA_EDITS = [
     Record("the capital of france is", "rome", rephrases=["the capital city of france is"], fact="f1",
@@ -21,7 +21,8 @@ QA_EDITS = [
     Record("who wrote the novel", "homer", rephrases=["the novel was written by"], fact="f3",
            answers=["homer"], locality_prompt="the cat is small"),
 ]
-UPSTREAM = [Record("where is paris", "france", answers=["france", "paris"]), Record("the dog is", "big", answers=["big"])]
+UPSTREAM = [Record("where is paris", "france", answers=["france", "paris"]),
+            Record("the dog is", "big", answers=["big"])]
 
 
 def qa_data():
@@ -66,10 +67,12 @@ def test_sequential_classification_and_hallucination(tmp_path, word_tokenizer):
 
     lm = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
     hal = TaskData("toy-hal", "hallucination",
-                   [Record("the capital of france is", "paris is a city"), Record("who wrote hamlet", "shakespeare wrote it")],
+                   [Record("the capital of france is", "paris is a city"),
+                    Record("who wrote hamlet", "shakespeare wrote it")],
                    [Record("", "the dog is big and the cat is small")],
                    accurate=[Record("what color is the sky", "the sky is blue")])
-    summary, _, _ = run(tmp_path / "hal", run_sequential, lm, hal, "causal_lm", Settings(edits_per_block=1, metric_period=1))
+    summary, _, _ = run(tmp_path / "hal", run_sequential, lm, hal, "causal_lm",
+                        Settings(edits_per_block=1, metric_period=1))
     assert summary["err"] < summary["pre_err"] / 5
     assert summary["trr"] == pytest.approx(summary["pre_trr"]) and summary["arr"] == pytest.approx(summary["pre_arr"])
 
@@ -94,7 +97,8 @@ def test_table_and_overlay(tmp_path):
         writer.finish({"method": name, "preset": "p", "n_edits": 10, "err": err, "pre_err": 0.0, "edit_seconds": 5.0})
     plots = plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "overlay")
     assert set(plots) == {"metrics", "router"} and all(p.stat().st_size > 1000 for p in plots.values())
-    table = markdown_table([{"method": "a", "preset": "p", "n_edits": 10, "err": 0.5, "pre_err": 0.0, "edit_seconds": 5.0}])
+    table = markdown_table([{"method": "a", "preset": "p", "n_edits": 10, "err": 0.5, "pre_err": 0.0,
+                             "edit_seconds": 5.0}])
     assert "| a | p | 10 | 0.000 → 0.500 | 0.500 |" in table
 
 
@@ -110,7 +114,8 @@ def test_target_tokens_in_input_order_whatever_the_batching(family, task, word_t
     alone = [target_tokens(model, word_tokenizer, [p], [t], task, batch_size=1) for p, t in zip(prompts, targets)]
     assert nll == pytest.approx([a[0][0] for a in alone], rel=1e-5)
     assert argmax == [a[1][0] for a in alone] and gold == [a[2][0] for a in alone]
-    assert [len(g) for g in gold] == [len(word_tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in targets]
+    assert [len(g) for g in gold] == [len(word_tokenizer(t, add_special_tokens=False)["input_ids"]) + 1
+                                      for t in targets]
 
 
 def test_predict_labels_in_input_order(word_tokenizer):

@@ -5,8 +5,8 @@ import torch
 from transformers import BertConfig, BertTokenizer, PreTrainedTokenizerFast
 
 import melo
-from melo.bench.data import Record, TaskData
-from melo.bench.standins import lm
+from melo.data import Record, TaskData
+from melo.standins import lm
 
 WORDS = """the a of is was in and to he she his her born died lived wrote played an american english
 british actor singer writer politician football player city london paris york new john mary smith
@@ -98,7 +98,7 @@ def test_training_texts_follow_grace():
 def test_cache_round_trip(tmp_path, monkeypatch, tok):
     monkeypatch.setenv("MELO_CACHE", str(tmp_path))
     monkeypatch.setattr(lm, "SETTINGS", TINY)
-    monkeypatch.setattr(lm, "_load_data", lambda data_dir: _task())
+    monkeypatch.setattr(lm, "load_data", lambda data_dir: _task())
     monkeypatch.setattr(lm, "build_tokenizer", lambda: tok)
     build = lm.build_model
     monkeypatch.setattr(lm, "build_model", lambda t: build(t, config=tiny_config()))

@@ -6,8 +6,9 @@ from conftest import make_word_tokenizer
 from transformers import BertConfig, EncoderDecoderModel
 
 import melo
-from melo.bench.data import Record
-from melo.bench.standins import STANDINS, qa
+from melo.data import Record
+from melo.standins import STANDINS, qa
+from melo.standins.cache import INFO_FILE
 
 PAIRS = [("who wrote hamlet", "shakespeare"), ("what is the capital of france", "paris"),
          ("what color is the sky", "blue")]
@@ -15,7 +16,8 @@ TINY = dict(qa.SETTINGS, n_train=3, epochs=2, batch_size=2, lr=1e-2, max_new_tok
 
 
 def tiny_encoder() -> BertConfig:
-    return BertConfig(vocab_size=len(make_word_tokenizer()), hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+    return BertConfig(vocab_size=len(make_word_tokenizer()), hidden_size=32, num_hidden_layers=6,
+                      num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=64, pad_token_id=0)
 
 
@@ -70,7 +72,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     info = qa.cached_info()
     assert info["version"] == qa.VERSION and info["settings"] == TINY and info["n_train"] == 3
     assert 0 <= info["train_f1"] <= 1 and len(info["epoch_losses"]) == 2
-    assert (tmp_path / "standins" / qa.NAME / qa.INFO_FILE).is_file()
+    assert (tmp_path / "standins" / qa.NAME / INFO_FILE).is_file()
     assert tok.eos_token == "[EOS]" and model.generation_config.eos_token_id == tok.eos_token_id
 
     monkeypatch.setattr(qa, "train", lambda *a, **k: pytest.fail("retrained although cached"))

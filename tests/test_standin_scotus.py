@@ -6,8 +6,9 @@ from conftest import make_word_tokenizer
 from transformers import BertConfig
 
 import melo
-from melo.bench.data import Record, TaskData
-from melo.bench.standins import scotus
+from melo.data import Record, TaskData
+from melo.standins import scotus, training
+from melo.standins.cache import INFO_FILE
 
 TEXTS = [
     "the capital of france is paris", "the dog is big", "who wrote hamlet", "the sky is blue",
@@ -34,8 +35,8 @@ def test_frozen_prefix_forward_equals_full_forward():
     enc = dict(tok(TEXTS[:4], padding=True, return_tensors="pt"))
     with torch.no_grad():
         full = model(**enc).logits
-        feed = {"hidden": scotus.frozen_prefix_states(model.bert, 4, enc)}
-        with scotus.top_layers_only(model.bert, 4, feed):
+        feed = {"hidden": training.frozen_prefix_states(model.bert, 4, enc)}
+        with training.top_layers_only(model.bert, 4, feed):
             top = model(**enc).logits
     assert len(model.bert.encoder.layer) == 6  # restored
     torch.testing.assert_close(top, full, rtol=1e-5, atol=1e-5)
@@ -47,9 +48,12 @@ def test_training_moves_only_the_top_layers():
     stats = scotus.train(model, tok, TEXTS, LABELS, {**TINY, "epochs": 2}, progress=False)
     assert len(stats["epoch_losses"]) == 2 and all(torch.isfinite(torch.tensor(stats["epoch_losses"])))
     after = dict(model.named_parameters())
-    assert torch.equal(after["bert.embeddings.word_embeddings.weight"], before["bert.embeddings.word_embeddings.weight"])
-    assert torch.equal(after["bert.encoder.layer.3.output.dense.weight"], before["bert.encoder.layer.3.output.dense.weight"])
-    assert not torch.equal(after["bert.encoder.layer.5.output.dense.weight"], before["bert.encoder.layer.5.output.dense.weight"])
+    assert torch.equal(after["bert.embeddings.word_embeddings.weight"],
+                       before["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(after["bert.encoder.layer.3.output.dense.weight"],
+                       before["bert.encoder.layer.3.output.dense.weight"])
+    assert not torch.equal(after["bert.encoder.layer.5.output.dense.weight"],
+                           before["bert.encoder.layer.5.output.dense.weight"])
     assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
     assert all(p.requires_grad for p in model.parameters()) and not model.training
     preds = scotus.predict(model, tok, TEXTS, max_length=32)
@@ -61,7 +65,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(scotus, "SETTINGS", TINY)
     task = TaskData("scotus", "classification", [Record(t, y) for t, y in zip(TEXTS[5:], [1, 2, 3, 4, 0])],
                     [Record(t, y) for t, y in zip(TEXTS, LABELS)], label_names=list("abcde"))
-    monkeypatch.setattr(scotus, "_load_data", lambda data_dir: task)
+    monkeypatch.setattr(scotus, "load_data", lambda data_dir: task)
     monkeypatch.setattr(scotus, "build_tokenizer", make_word_tokenizer)
     build = scotus.build_model
     monkeypatch.setattr(scotus, "build_model", lambda n: build(n, config=tiny_config()))
@@ -69,7 +73,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     info = scotus.cached_info()
     assert info["version"] == scotus.VERSION and info["settings"] == TINY and info["n_upstream"] == len(TEXTS)
     assert 0 <= info["upstream_accuracy"] <= 1 and info["edit_errors"] == round((1 - info["edit_accuracy"]) * 5)
-    assert (tmp_path / "standins" / scotus.NAME / scotus.INFO_FILE).is_file()
+    assert (tmp_path / "standins" / scotus.NAME / INFO_FILE).is_file()
 
     monkeypatch.setattr(scotus, "train", lambda *a, **k: pytest.fail("retrained although cached"))
     again, tok2 = scotus.load_or_train(progress=False)

@@ -3,9 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from .errors import MeloError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line, ``melo <command>: error: ...`` (exit status 2), without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> None:
@@ -18,10 +46,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 def bench(args: argparse.Namespace) -> None:
-    from .bench.report import write_comparison
-    from .bench.run import METHODS, run_bench
+    from .bench.presets import bench_preset
+    from .bench.report import check_out_dir, write_comparison
+    from .bench.run import METHODS, check_run, run_bench
 
     methods = list(METHODS) if args.method == "all" else [args.method]
+    for method in methods:  # every method's options, before the first model loads
+        check_run(bench_preset(args.preset), args.protocol, method)
+    if args.out:
+        check_out_dir(args.out)
     runs = []
     for method in methods:
         out = Path(args.out) / method if args.out and len(methods) > 1 else args.out
@@ -37,16 +70,18 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from .bench.report import write_comparison
+    from .bench.report import check_out_dir, write_comparison
 
+    check_out_dir(args.out)
     written = write_comparison(args.runs, args.out)
     print(written["table"].read_text())
     print("written: " + ", ".join(str(p) for p in written.values()))
 
 
 def plot(args: argparse.Namespace) -> None:
-    from .bench.report import plot_runs
+    from .bench.report import check_out_dir, plot_runs
 
+    check_out_dir(args.out)
     for name, path in plot_runs(args.runs, args.out).items():
         print(f"{name}: {path}")
 
@@ -54,7 +89,7 @@ def plot(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="melo", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Lifelong model editing with MELO (neuron-indexed dynamic LoRA) for Hugging Face models.",
         epilog="examples:\n"
@@ -77,13 +112,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=None, help="edit this model (local path or hub name) instead of the demo model")
     p.add_argument("--preset", default=None, help="with --model: layer settings, one of " + ", ".join(sorted(PRESETS)))
     p.add_argument("--edits", default=None, metavar="FILE",
-                   help="edits as JSON/JSONL/CSV: prompt, target, optional rephrase and locality (default: the world's)")
+                   help="edits as JSON/JSONL/CSV: prompt, target, optional rephrase and locality "
+                        "(default: the world's)")
     p.add_argument("--world", default=None, metavar="FILE",
                    help="a world JSON shaped like melo/demo/world.json (facts, edits) instead of the shipped one")
-    p.add_argument("--n-edits", type=int, default=None, help="use only the first N edits")
-    p.add_argument("--edits-per-block", type=int, default=8, help="edits learned per LoRA block (default 8)")
-    p.add_argument("--num-iter", type=int, default=None, help="optimizer steps per block (default: the preset's)")
-    p.add_argument("--radius", type=float, default=None,
+    p.add_argument("--n-edits", type=_positive_int, default=None, help="use only the first N edits")
+    p.add_argument("--edits-per-block", type=_positive_int, default=8, help="edits learned per LoRA block (default 8)")
+    p.add_argument("--num-iter", type=_positive_int, default=None,
+                   help="optimizer steps per block (default: the preset's)")
+    p.add_argument("--radius", type=_positive_float, default=None,
                    help="router radius (init_radius): larger reaches more paraphrases and more unrelated questions")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -103,9 +140,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="sequential: MELO/GRACE (ES, ERR, TRR, generality/ARR); lifelong: WISE (T = 1, 10, 100, 1000)")
     b.add_argument("--method", default="melo", choices=["melo", "grace", "lora", "ft", "all"],
                    help="editing method, or all of them one after the other (default melo)")
-    b.add_argument("--n-edits", type=int, default=None, help="number of edits (default: the preset's)")
-    b.add_argument("--edits-per-block", type=int, default=None, help="edits per batch / block (default: the preset's)")
-    b.add_argument("--metric-period", type=int, default=None, help="evaluate ERR/TRR/generality every N edits")
+    b.add_argument("--n-edits", type=_positive_int, default=None, help="number of edits (default: the preset's)")
+    b.add_argument("--edits-per-block", type=_positive_int, default=None,
+                   help="edits per batch / block (default: the preset's)")
+    b.add_argument("--metric-period", type=_positive_int, default=None,
+                   help="evaluate ERR/TRR/generality every N edits")
     b.add_argument("--data-dir", default=None, help="benchmark data (default $MELO_DATA_DIR or ../shared/data)")
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -124,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
     except MeloError as err:
-        parser.exit(2, f"melo {args.command}: error: {err}\n")
+        parser.exit(2, f"melo {args.command}: error: {' '.join(str(err).split())}\n")
 
 
 if __name__ == "__main__":

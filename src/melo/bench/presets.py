@@ -1,7 +1,8 @@
 """Benchmark presets: model, data, MELO settings and protocol sizes of each experiment.
 
 Paper presets load the original models from the Hugging Face hub (GPU and network expected);
-``minilm-*`` presets use the offline stand-ins trained from all-MiniLM-L6-v2.
+``minilm-*`` presets use the offline stand-ins trained from all-MiniLM-L6-v2 (``melo.standins``).
+MELO settings are ``melo.presets.PRESETS`` under the preset's name.
 """
 
 from __future__ import annotations
@@ -28,17 +29,11 @@ def _hub(kind: str, name: str, **kwargs: Any) -> Callable[[Path | None], tuple[A
 
 def _standin(name: str) -> Callable[[Path | None], tuple[Any, Any]]:
     def load(data_dir: Path | None) -> tuple[Any, Any]:
-        from .standins import load_standin
+        from ..standins import load_standin
 
         return load_standin(name, data_dir=data_dir)
 
     return load
-
-
-def _standin_settings(name: str) -> dict[str, Any]:
-    from .standins import STANDINS
-
-    return dict(STANDINS[name].MELO_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -78,14 +73,14 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
         BenchPreset("gpt2xl-hallucination", "hallucination", _hub("causal_lm", "gpt2-xl"),
                     _fixed("gpt2xl-hallucination"), edits_per_block=4, metric_period=100, n_edits=None,
                     notes="GRACE fine-tuned GPT2-XL on the passages first; plain gpt2-xl otherwise."),
-        BenchPreset("minilm-qa", "zsre", _standin("minilm-qa"), lambda: _standin_settings("minilm-qa"),
+        BenchPreset("minilm-qa", "zsre", _standin("minilm-qa"), _fixed("minilm-qa"),
                     edits_per_block=10, metric_period=100, n_edits=1000,
                     # GRACE edits seq2seq models in the encoder (GRACE's T5 layer: an encoder FFN output)
                     baseline_options={"grace": {"layer": "encoder.encoder.layer.5.output.dense",
                                                 "replacement": "all"}}),
-        BenchPreset("minilm-scotus", "scotus", _standin("minilm-scotus"), lambda: _standin_settings("minilm-scotus"),
+        BenchPreset("minilm-scotus", "scotus", _standin("minilm-scotus"), _fixed("minilm-scotus"),
                     edits_per_block=50, metric_period=100, n_edits=None),
-        BenchPreset("minilm-lm", "hallucination", _standin("minilm-lm"), lambda: _standin_settings("minilm-lm"),
+        BenchPreset("minilm-lm", "hallucination", _standin("minilm-lm"), _fixed("minilm-lm"),
                     edits_per_block=4, metric_period=100, n_edits=None, max_new_tokens=32),
     ]
 }

@@ -22,8 +22,9 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from ..data import Record, TaskData
+from ..errors import MeloConfigError, MeloDataError
 from . import metrics
-from .data import Record, TaskData
 from .evaluate import generate_answers, predict_labels, target_tokens
 
 LOWER_IS_BETTER = {"hallucination"}
@@ -146,7 +147,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     scorer = Scorer(data.kind, task, editor.tokenizer, settings, prefix, progress)
     edits = select_edits(scorer, editor, data, settings)
     if not edits:
-        raise ValueError(f"no edits to make on {data.name}: the unedited model gets every candidate right")
+        raise MeloDataError(f"no edits to make on {data.name}: the unedited model gets every candidate right")
     upstream = data.upstream[: settings.upstream_limit]
     pre = evaluate_state(scorer, editor, edits, data, upstream, prefix="pre_")
     pre.update(_public(scorer.records(editor, edits), "pre_es"))
@@ -193,7 +194,7 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
                  log: Callable[[dict[str, Any]], None], progress: bool = True) -> dict[str, Any]:
     """WISE/EasyEdit protocol: after T edits, Reliability, Generalization and Locality of those T."""
     if data.kind != "qa":
-        raise ValueError(f"the lifelong protocol is defined for QA editing, not {data.kind!r}")
+        raise MeloConfigError(f"the lifelong protocol is defined for QA editing, not {data.kind!r}")
     tok = editor.tokenizer
     total = max(settings.checkpoints) if settings.n_edits is None else settings.n_edits
     edits = list(data.edits[:total])
@@ -205,7 +206,8 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         return f"{what} ({n} prompts)" if progress else None
 
     def outputs(prompts: Sequence[str]) -> list[str]:
-        return generate_answers(editor, tok, prompts, task, s.batch_size, s.max_new_tokens, desc("answers", len(prompts)))
+        return generate_answers(editor, tok, prompts, task, s.batch_size, s.max_new_tokens,
+                                desc("answers", len(prompts)))
 
     def reliability(prompts: Sequence[str], targets: Sequence[str]) -> float:
         _, argmax, gold = target_tokens(editor, tok, prompts, targets, task, s.batch_size,
@@ -237,7 +239,8 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
             point = {
                 "n_edits": done,
                 "reliability": reliability([r.prompt for r in seen], [r.target for r in seen]),
-                "generalization": reliability([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase]),
+                "generalization": reliability([r.rephrases[0] for r in with_rephrase],
+                                              [r.target for r in with_rephrase]),
                 "locality": metrics.mean([float(a == b) for a, b in zip(after_loc, before_loc[:done])]),
                 "edit_seconds": edit_seconds,
                 **editor.stats(),

@@ -9,6 +9,9 @@ from typing import Any, Sequence
 
 import matplotlib
 
+from ..data.readers import read_text
+from ..errors import MeloConfigError, MeloDataError
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -37,11 +40,37 @@ class RunWriter:
         return plot_runs([self.dir], self.dir)
 
 
+def check_out_dir(path: str | Path) -> Path:
+    """``path`` as a folder to write into; a MeloConfigError now, before any work, if it or a parent is a file."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise MeloConfigError(f"output folder {str(path)!r}: {str(existing)!r} is a file, not a folder")
+            break
+    return path
+
+
 def read_run(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(summary, metric points) of a run directory written by ``melo bench``."""
     path = Path(directory)
-    summary = json.loads((path / "summary.json").read_text())
-    points = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    missing = [name for name in ("summary.json", "metrics.jsonl") if not (path / name).is_file()]
+    if missing:
+        raise MeloDataError(f"{str(path)!r} is not a run directory of melo bench (no {' or '.join(missing)})")
+    summary = _json(path / "summary.json", read_text(path / "summary.json"))
+    lines = read_text(path / "metrics.jsonl").splitlines()
+    points = [_json(path / "metrics.jsonl", line, n) for n, line in enumerate(lines, 1) if line.strip()]
+    if not isinstance(summary, dict) or not all(isinstance(p, dict) for p in points):
+        raise MeloDataError(f"{str(path)!r}: summary.json and each line of metrics.jsonl must be JSON objects")
     return summary, points
+
+
+def _json(path: Path, text: str, line: int | None = None) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        where = f"line {line}" if line is not None else f"line {err.lineno}"
+        raise MeloDataError(f"{path}: {where}: not valid JSON ({err.msg})") from None
 
 
 def _fmt(value: Any) -> str:

@@ -11,24 +11,38 @@ from typing import Any
 
 from ..baselines import BASELINES, make_baseline
 from ..config import MeloConfig
+from ..data import load_task, resolve_data_dir
+from ..errors import MeloConfigError
 from ..model import get_melo_model
-from .data import load_task, resolve_data_dir
-from .presets import bench_preset
+from .presets import BENCH_PRESETS, BenchPreset, bench_preset
 from .protocols import Settings, run_lifelong, run_sequential
-from .report import RunWriter
+from .report import RunWriter, check_out_dir
 
 METHODS = ("melo",) + BASELINES
+PROTOCOLS = ("sequential", "lifelong")
 
 
 def make_editor(method: str, model: Any, config: MeloConfig, tokenizer: Any, **options: Any) -> Any:
     """MELO itself, or a baseline (melo.baselines) on the same targets and edit schedule."""
     if method == "melo":
         if options:
-            raise ValueError(f"melo takes its settings from the MeloConfig, not options {sorted(options)}")
+            raise MeloConfigError(f"melo takes its settings from the MeloConfig, not options {sorted(options)}")
         return get_melo_model(model, config, tokenizer=tokenizer)
     if method in BASELINES:
         return make_baseline(method, model, config, tokenizer, **options)
-    raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+    raise MeloConfigError(f"unknown method {method!r}; known: {METHODS}")
+
+
+def check_run(preset: BenchPreset, protocol: str, method: str) -> None:
+    """That protocol and method fit the preset's task (no data, no model needed)."""
+    if protocol not in PROTOCOLS:
+        raise MeloConfigError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
+    if method not in METHODS:
+        raise MeloConfigError(f"unknown method {method!r}; known: {METHODS}")
+    if protocol == "lifelong" and preset.data != "zsre":
+        qa = sorted(name for name, p in BENCH_PRESETS.items() if p.data == "zsre")
+        raise MeloConfigError(f"--protocol lifelong (WISE) edits generative QA models on zsRE; preset {preset.name!r} "
+                              f"is a {preset.data} preset. Use one of {', '.join(qa)}, or --protocol sequential")
 
 
 def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n_edits: int | None = None,
@@ -37,6 +51,12 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
               progress: bool = True, melo_overrides: dict[str, Any] | None = None,
               method_options: dict[str, Any] | None = None) -> Path:
     p = bench_preset(preset)
+    check_run(p, protocol, method)
+    for name, value in (("n_edits", n_edits), ("edits_per_block", edits_per_block), ("metric_period", metric_period)):
+        if value is not None and value < 1:
+            raise MeloConfigError(f"{name} must be at least 1, got {value}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = check_out_dir(out if out else Path("runs") / f"{preset}-{method}-{protocol}-{stamp}")
     data_path = resolve_data_dir(data_dir)
     data = load_task(p.data, data_path, target="alt" if protocol == "lifelong" else "answer")
     model, tokenizer = p.load_model(data_path)
@@ -54,8 +74,6 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
         n = len(data.edits) if settings.n_edits is None else min(settings.n_edits, len(data.edits))
         options["expected_blocks"] = max(1, math.ceil(n / settings.edits_per_block))
     editor = make_editor(method, model, config, tokenizer, **options)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(out) if out else Path("runs") / f"{preset}-{method}-{protocol}-{stamp}"
     writer = RunWriter(out_dir, {
         "preset": preset, "method": method, "protocol": protocol, "data_dir": str(data_path),
         "melo": config.to_dict(), "method_options": options, "settings": asdict(settings), "notes": p.notes,

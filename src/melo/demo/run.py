@@ -10,6 +10,7 @@ questions whose answer did not change) are measured. ``--model``/``--preset`` sw
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import torch
 
 from ..errors import MeloConfigError
 from .world import EditCase, World, load_world, read_edits_file
+
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # "gpt2", "google/t5-small-ssm-nq"
 
 
 @dataclass
@@ -52,14 +55,25 @@ class Subject:
 
 def _overrides(opts: DemoOptions) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": opts.seed}
-    if opts.num_iter:
+    if opts.num_iter is not None:
         out["num_iter"] = opts.num_iter
     if opts.radius is not None:
         out["init_radius"] = opts.radius
     return out
 
 
-def _load_demo_subject(world: World, opts: DemoOptions, say: Callable[..., None]) -> Subject:
+def _user_config(opts: DemoOptions) -> Any:
+    """The MeloConfig of ``--preset`` for ``--model``, checked before any model is loaded."""
+    from ..presets import PRESETS, preset_config
+
+    if not opts.preset:
+        raise MeloConfigError(f"--model needs --preset to name its router and LoRA layers; one of {sorted(PRESETS)}")
+    if not Path(opts.model).expanduser().exists() and not HUB_NAME.fullmatch(opts.model):
+        raise MeloConfigError(f"--model {opts.model!r}: no such folder (and not a Hugging Face hub name)")
+    return preset_config(opts.preset, **_overrides(opts))
+
+
+def _load_demo_subject(world: World, opts: DemoOptions, config: Any, say: Callable[..., None]) -> Subject:
     from . import model as demo_model
 
     start = time.perf_counter()
@@ -69,22 +83,29 @@ def _load_demo_subject(world: World, opts: DemoOptions, say: Callable[..., None]
     base, tokenizer, info = demo_model.load_or_train(world, progress=not opts.quiet)
     say(f"demo model ready in {time.perf_counter() - start:.0f} s "
         f"(answers {info['train_em_tokenized']:.1%} of the world's questions exactly)")
-    return Subject(base, tokenizer, demo_model.melo_config(**_overrides(opts)), "seq2seq", "MiniLM encoder-decoder (world-qa)")
+    return Subject(base, tokenizer, config, "seq2seq", "MiniLM encoder-decoder (world-qa)")
 
 
-def _load_user_subject(opts: DemoOptions) -> Subject:
-    from transformers import (AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
-                              AutoTokenizer)
+def _load_user_subject(opts: DemoOptions, config: Any) -> Subject:
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+    from transformers.utils import logging as hf_logging
 
-    from ..presets import PRESETS, preset_config
-
-    if not opts.preset:
-        raise MeloConfigError(f"--model needs --preset to name its router and LoRA layers; one of {sorted(PRESETS)}")
-    config = preset_config(opts.preset, **_overrides(opts))
+    hf_logging.disable_progress_bar()  # loading weights needs no bar; warnings about them still show
     loader = {"seq2seq": AutoModelForSeq2SeqLM, "causal_lm": AutoModelForCausalLM,
               "classification": AutoModelForSequenceClassification}[config.task]
-    model = loader.from_pretrained(opts.model).eval()
-    return Subject(model, AutoTokenizer.from_pretrained(opts.model), config, config.task, opts.model)
+    try:
+        model = loader.from_pretrained(opts.model).eval()
+        tokenizer = AutoTokenizer.from_pretrained(opts.model)
+    except (OSError, ValueError) as err:  # not found, or not a model of the preset's kind
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MeloConfigError(f"--model {opts.model!r} does not load as a {config.task} model, which preset "
+                              f"{opts.preset!r} needs: {reason}") from None
+    return Subject(model, tokenizer, config, config.task, opts.model)
 
 
 class Asker:
@@ -113,7 +134,8 @@ class Asker:
         out: list[bool] = []
         for lo in range(0, len(prompts), batch_size):
             enc = tokenize(self.subject.tokenizer, prompts[lo : lo + batch_size], side)
-            out.extend((model.route(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)) >= 0).tolist())
+            clusters = model.route(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device))
+            out.extend((clusters >= 0).tolist())
         return out
 
     def answers_after_edit(self, model: Any, prompts: Sequence[str], before: Sequence[Any]) -> list[Any]:
@@ -204,6 +226,21 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def check_options(opts: DemoOptions) -> None:
+    """The checks that need no file and no model: counts, and a folder ``--out`` can be written to."""
+    from ..bench.report import check_out_dir
+
+    for name, value in (("--edits-per-block", opts.edits_per_block), ("--n-edits", opts.n_edits),
+                        ("--num-iter", opts.num_iter)):
+        if value is not None and value < 1:
+            raise MeloConfigError(f"{name} must be at least 1, got {value}")
+    if opts.radius is not None and not opts.radius > 0:
+        raise MeloConfigError(f"--radius must be positive, got {opts.radius}")
+    if opts.preset and not opts.model:
+        raise MeloConfigError("--preset names the layers of a --model; the demo model has its own settings")
+    check_out_dir(opts.out)
+
+
 def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """Edit, measure, print, plot and save; returns the summary written to ``metrics.json``."""
     with warnings.catch_warnings():
@@ -213,25 +250,27 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
 
 
 def _run_demo(opts: DemoOptions) -> dict[str, Any]:
-    import melo
     from tqdm.auto import tqdm
+
+    import melo
 
     say: Callable[..., None] = (lambda *a, **k: None) if opts.quiet else print
     torch.manual_seed(opts.seed)
-    if opts.edits_per_block < 1:
-        raise MeloConfigError(f"--edits-per-block must be at least 1, got {opts.edits_per_block}")
-    if opts.preset and not opts.model:
-        raise MeloConfigError("--preset names the layers of a --model; the demo model has its own settings")
+    check_options(opts)
     world = load_world(opts.world) if not opts.model or not opts.edits else None
-    subject = _load_user_subject(opts) if opts.model else _load_demo_subject(world, opts, say)
+    if opts.model:
+        config = _user_config(opts)
+    else:
+        from . import model as demo_model
+
+        config = demo_model.melo_config(**_overrides(opts))
     if opts.edits:
-        cases = read_edits_file(opts.edits, classification=subject.task == "classification")
+        cases = read_edits_file(opts.edits, classification=config.task == "classification")
     else:
         cases = list(world.edits)
     if opts.n_edits is not None:
-        if opts.n_edits < 1:
-            raise MeloConfigError(f"--n-edits must be at least 1, got {opts.n_edits}")
         cases = cases[: opts.n_edits]
+    subject = _load_user_subject(opts, config) if opts.model else _load_demo_subject(world, opts, config, say)
     subject.model.to(opts.device)
     model = melo.get_melo_model(subject.model, subject.config, tokenizer=subject.tokenizer)
     ask = Asker(subject)
@@ -251,7 +290,8 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
         edit_seconds += result.seconds
         done += len(block)
         metrics, answers = _measure(model, ask, cases[:done], controls, same_entity, control_before)
-        curve.append({"edits": done, **metrics, "seconds": round(edit_seconds, 2), "clusters": model.stats()["clusters"]})
+        curve.append({"edits": done, **metrics, "seconds": round(edit_seconds, 2),
+                      "clusters": model.stats()["clusters"]})
         bar.set_postfix(success=_fmt(metrics["edit_success"]), locality=_fmt(metrics["locality"]))
     bar.close()
 

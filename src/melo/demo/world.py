@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..data.readers import get_field, read_text, string_list
 from ..errors import MeloDataError
 
 PROMPT_FIELDS = ("prompt", "question", "src")
@@ -66,22 +67,39 @@ class World:
 
 
 def load_world(path: str | Path | None = None) -> World:
-    """The shipped world (or a file of the same shape)."""
+    """The shipped world (or a file of the same shape); a malformed file is a MeloDataError naming the field."""
     if path is None:
+        where = "the shipped world.json"
         text = resources.files(__package__).joinpath("world.json").read_text(encoding="utf-8")
     else:
-        text = Path(path).read_text(encoding="utf-8")
-    data = json.loads(text)
-    facts = tuple(
-        Fact(f["id"], f["entity"], f["relation"], f["question"], tuple(f["paraphrases"]), f["answer"])
-        for f in data["facts"]
-    )
+        path = Path(path)
+        if not path.is_file():
+            raise MeloDataError(f"world file {str(path)!r} does not exist")
+        where, text = str(path), read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MeloDataError(f"{where}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("facts", "edits")):
+        raise MeloDataError(f"{where}: expected an object with a 'facts' and an 'edits' list, "
+                            "shaped like melo/demo/world.json")
+    facts = tuple(_fact(where, f"fact {i}", f) for i, f in enumerate(data["facts"]))
     by_id = {f.id: f for f in facts}
     edits = []
-    for e in data["edits"]:
-        fact = by_id[e["fact"]]
-        edits.append(EditCase(fact.question, e["new_answer"], fact.paraphrases, (), fact.answer, fact.id))
-    return World(facts, tuple(edits), frozenset(e["fact"] for e in data["edits"]))
+    for i, e in enumerate(data["edits"]):
+        fact_id = get_field(where, f"edit {i}", e, "fact", str)
+        if fact_id not in by_id:
+            raise MeloDataError(f"{where}: edit {i}: field 'fact' names no fact of the world: {fact_id!r}")
+        fact = by_id[fact_id]
+        new_answer = get_field(where, f"edit {i}", e, "new_answer", str)
+        edits.append(EditCase(fact.question, new_answer, fact.paraphrases, (), fact.answer, fact.id))
+    return World(facts, tuple(edits), frozenset(e.source for e in edits))
+
+
+def _fact(where: str, at: str, f: Any) -> Fact:
+    text = {name: get_field(where, at, f, name, str) for name in ("id", "entity", "relation", "question", "answer")}
+    paraphrases = string_list(where, at, "paraphrases", get_field(where, at, f, "paraphrases", list), strip=False)
+    return Fact(text["id"], text["entity"], text["relation"], text["question"], tuple(paraphrases), text["answer"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,19 +129,29 @@ def _case(row: Any, where: str, classification: bool) -> EditCase:
     prompt = _pick(row, PROMPT_FIELDS)
     target = _pick(row, TARGET_FIELDS)
     if not isinstance(prompt, str) or not prompt.strip():
-        raise MeloDataError(f"{where}: missing or empty field 'prompt' (also accepted: {', '.join(PROMPT_FIELDS[1:])})")
+        raise MeloDataError(
+            f"{where}: missing or empty field 'prompt' (also accepted: {', '.join(PROMPT_FIELDS[1:])})"
+        )
     if target is None or (isinstance(target, str) and not target.strip()):
-        raise MeloDataError(f"{where}: missing or empty field 'target' (also accepted: {', '.join(TARGET_FIELDS[1:])})")
+        raise MeloDataError(
+            f"{where}: missing or empty field 'target' (also accepted: {', '.join(TARGET_FIELDS[1:])})"
+        )
     if classification:
-        try:
-            target = int(target)
-        except (TypeError, ValueError):
-            raise MeloDataError(f"{where}: field 'target' must be a class id (an integer) for a classifier, "
-                                f"got {target!r}") from None
+        target = _class_id(target, where)
     elif not isinstance(target, str):
         raise MeloDataError(f"{where}: field 'target' must be text, got {target!r}")
     return EditCase(prompt, target, _texts(_pick(row, REPHRASE_FIELDS), where, "rephrase"),
                     _texts(_pick(row, LOCALITY_FIELDS), where, "locality"), None, where)
+
+
+def _class_id(target: Any, where: str) -> int:
+    """A class id: a whole number >= 0 (in CSV, its digits); 1.7, true or "1.0" are not class ids."""
+    if isinstance(target, str) and target.strip().isdigit():
+        return int(target.strip())
+    if isinstance(target, int) and not isinstance(target, bool) and target >= 0:
+        return target
+    raise MeloDataError(f"{where}: field 'target' must be a class id (a whole number >= 0) for a classifier, "
+                        f"got {target!r}")
 
 
 def read_edits_file(path: str | Path, classification: bool = False) -> list[EditCase]:
@@ -134,17 +162,20 @@ def read_edits_file(path: str | Path, classification: bool = False) -> list[Edit
     """
     path = Path(path)
     if not path.is_file():
-        raise MeloDataError(f"edits file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+        raise MeloDataError(f"edits file {str(path)!r} does not exist")
+    text = read_text(path)
     suffix = path.suffix.lower()
     rows: list[tuple[str, Any]] = []
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames or not set(reader.fieldnames) & set(PROMPT_FIELDS):
-            raise MeloDataError(f"{path}: line 1: the CSV header needs a 'prompt' and a 'target' column, "
-                                f"got {reader.fieldnames}")
-        for row in reader:
-            rows.append((f"{path}: line {reader.line_num}", row))
+        try:
+            if not reader.fieldnames or not set(reader.fieldnames) & set(PROMPT_FIELDS):
+                raise MeloDataError(f"{path}: line 1: the CSV header needs a 'prompt' and a 'target' column, "
+                                    f"got {reader.fieldnames}")
+            for row in reader:
+                rows.append((f"{path}: line {reader.line_num}", row))
+        except csv.Error as err:
+            raise MeloDataError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
     elif suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():

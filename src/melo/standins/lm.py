@@ -1,65 +1,10 @@
 """``minilm-lm``: a causal language model made from all-MiniLM-L6-v2, for the hallucination task.
 
-Stands in for GRACE/MELO's GPT2-XL fine-tuned on the WikiBio passages when the hub is out of reach.
-
-Architecture: ``BertLMHeadModel`` with ``is_decoder=True`` (causal self-attention, KV cache) on the
-MiniLM encoder weights; the LM head's decoder is tied to the word embeddings, its transform and
-bias are new. Tokenizer: MiniLM's WordPiece with ``[CLS]`` as BOS (the only special token added)
-and ``[SEP]`` as EOS (so ``tokenizer(prompt)`` is ``[CLS] prompt``, and MELO ends targets with
-``[SEP]``); ``generation_config`` has eos ``[SEP]`` and pad ``[PAD]``.
-
-Training data, as GRACE's ``Hallucination(split="pretrain")``: GRACE fine-tunes GPT2-XL for one
-epoch on the prompts of the accurate and the original (inaccurate) records, i.e. the passage
-header plus the GPT-3 sentences before each annotated sentence, and on 200 WebText texts that are
-also in its upstream (TRR) set; it never trains on the Wikipedia sentences (the edit targets), so
-the model hallucinates what GPT-3 wrote. Here each passage is one text, header + all GPT-3
-sentences (every GRACE prompt is a prefix of it), the first ``webtext_train`` WebText texts (inside
-the TRR set, as in GRACE) and ``webtext_extra`` texts from after the TRR set (the benchmark scores
-the first 1000). Lower layers frozen and cached, upper layers, LM-head transform and bias trained.
-
-MELO settings (``MELO_SETTINGS``). Router: the mean-pooled, L2-normalised output of layer 3 (the
-last frozen layer, so keys are MiniLM's own), radius 0.02; targets: the FFN input projections of
-layers 4-5.
-The block's capacity and steps come from ``scripts/sweep_settings.py --preset minilm-lm --blocks 5``
-(the first 20 edits, 4 per block, fresh model per row; pre-edit perplexity of those edits 678;
-ES = mean edit perplexity right after each block, worst = the worst block; 2 threads, other
-settings as in MELO_SETTINGS). No row moved TRR or ARR on their first 100 records (no control
-prompt was routed), and ERR after the 5 blocks equalled ES (nothing forgotten) in every row.
-
-| rank (alpha) | targets, layers 4-5 | steps | lr | StepLR | ES | worst | s / block |
-|---|---|---|---|---|---|---|---|
-| 4 (16) | FFN in | 50 | 1e-2 | 30 | 3.45 | 4.70 | 7.1 |
-| 4 (16) | FFN in | 50 | 3e-2 | 30 | 69.2 | 83.6 | 6.4 |
-| 4 (16) | FFN in | 100 | 1e-2 | 30 | 1.91 | 2.43 | 13.5 |
-| 4 (16) | FFN in | 100 | 2e-2 | 30 | 3.31 | 6.83 | 13.6 |
-| 4 (16) | FFN in | 100 | 3e-2 | 30 | 16.1 | 19.0 | 12.8 |
-| 4 (16) | FFN in | 100 | 1e-2 | 60 | 1.59 | 1.98 | 13.3 |
-| 4 (16) | FFN in + out | 100 | 1e-2 | 30 | 1.34 | 1.51 | 13.4 |
-| 8 (32) | FFN in | 50 | 1e-2 | 30 | 1.85 | 2.14 | 6.9 |
-| 8 (32) | FFN in + out | 50 | 1e-2 | 30 | 7.83 | 28.4 | 6.9 |
-| 16 (64) | FFN in | 50 | 1e-2 | 30 | 2.06 | 2.98 | 6.7 |
-| 8 (32) | FFN in | 100 | 1e-2 | 30 | 1.25 | 1.36 | 13.4 |
-| **8 (32)** | **FFN in** | **75** | **1e-2** | **50** | **1.25** | **1.35** | **10.4** |
-
-Four sentences (median 26 target tokens, up to 90) need more than the 15,360 parameters of a
-rank-4 block and more than 50 steps; higher learning rates diverge (the block's scale alpha / rank
-is 4), so capacity and steps, not step size, reach the 1.5 target. The last row is the chosen one
-(that sweep ran at init_radius 0.1; the radius does not change what a block learns).
-
-Radius, by a routing-only pass (the first 500 edits stored in blocks of 4 as the benchmark does,
-1 training step each, then the 516 accurate prompts and the 500 edit prompts looked up):
-
-| key pooling | init_radius | accurate prompts routed | edit prompts to their own block | conflicts |
-|---|---|---|---|---|
-| mean | 0.1 | 14 of 516 | 1.000 | 203 |
-| mean | 0.05 | 1 | 1.000 | 51 |
-| **mean** | **0.02** | **0** | **1.000** | **0** |
-| last | 0.1 | 0 | 1.000 | 21 |
-
-The routed accurate prompts continue an edited passage: an edit's prompt plus a sentence or two,
-so the block pushes them toward the edit's sentence. At radius 0.1 the 500-edit run kept ERR 1.30
-and TRR unchanged but ARR rose from 535 to 660 (+23%). Hallucination edits have no rephrasings to
-reach, so the smallest radius that still routes every edit prompt costs nothing: 0.02.
+Stands in for GRACE/MELO's GPT2-XL fine-tuned on the WikiBio passages when the hub is out of reach:
+a causal ``BertLMHeadModel`` on the MiniLM weights, its upper layers trained (above a frozen,
+cached prefix) on the passages and WebText texts GRACE fine-tunes on. MELO settings:
+``PRESETS["minilm-lm"]`` (``melo.presets``). Architecture, training data and the sweeps behind
+the settings: ``docs/standins/lm.md``.
 """
 
 from __future__ import annotations
@@ -73,17 +18,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..cache import INFO_FILE  # noqa: F401 (re-exported)
-from ..cache import base_model_path, cache_dir, load_cached, quiet_transformers, save_cached
-from ..cache import cached_info as _info_in
-from ..evaluate import target_tokens
-
-from .scotus import (
-    environment,
-    length_batches,
-    seed_everything,
-    train_top_layers,
-)
+from ..bench.evaluate import target_tokens
+from ..presets import PRESETS
+from . import cache
+from .cache import base_model_path, cache_dir, quiet_transformers
+from .training import environment, length_batches, seed_everything, train_top_layers
 
 NAME = "minilm-lm"
 VERSION = 1  # bump to retrain cached models
@@ -94,20 +33,7 @@ SETTINGS: dict[str, Any] = dict(
     webtext_train=200, webtext_extra=0, trr_size=1000, eval_size=100,
 )
 
-MELO_SETTINGS: dict[str, Any] = dict(
-    task="causal_lm",
-    router_layer="bert.encoder.layer.3",
-    target_modules=["bert.encoder.layer.4.intermediate.dense", "bert.encoder.layer.5.intermediate.dense"],
-    key_pooling="mean",
-    normalize_keys=True,
-    init_radius=0.02,
-    block_rank=8,
-    lora_alpha=32.0,
-    edit_lr=1e-2,
-    num_iter=75,
-    lr_step=50,
-    lr_gamma=0.5,
-)
+MELO_SETTINGS: dict[str, Any] = PRESETS[NAME]  # read-only view; the values live in melo.presets
 
 
 def cache_path() -> Path:
@@ -165,7 +91,8 @@ def build_model(tokenizer: Any, config: Any = None, seed: int = SETTINGS["seed"]
     else:
         quiet_transformers()
         path = base_model_path()
-        model = BertLMHeadModel.from_pretrained(path, config=_decoder_config(BertConfig.from_pretrained(path), tokenizer))
+        config = _decoder_config(BertConfig.from_pretrained(path), tokenizer)
+        model = BertLMHeadModel.from_pretrained(path, config=config)
     model.tie_weights()
     _generation_config(model, tokenizer)
     return model.eval()
@@ -275,7 +202,8 @@ def evaluate(model: nn.Module, tokenizer: Any, task: Any, settings: dict[str, An
 # cache
 
 
-def _load_saved(directory: Path):
+def load_saved(directory: Path):
+    """(model, tokenizer) saved in ``directory`` by :func:`train_and_save`."""
     from transformers import BertLMHeadModel, PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
@@ -287,22 +215,26 @@ def _load_saved(directory: Path):
 
 def cached_info() -> dict[str, Any] | None:
     """The JSON saved with the cached model (settings, seed, figures, time), or None."""
-    return _info_in(cache_path())
+    return cache.cached_info(cache_path())
 
 
-def _load_data(data_dir):
+def load_data(data_dir: Any = None):
+    """The hallucination task the stand-in is trained and measured on."""
     from ..data import load_hallucination
 
     return load_hallucination(data_dir)
 
 
-def load_or_train(data_dir=None, progress: bool = True):
+def load_or_train(data_dir: Any = None, progress: bool = True):
     """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
-    directory = cache_path()
-    cached = load_cached(directory, VERSION, SETTINGS, _load_saved)
-    if cached is not None:
-        return cached[0], cached[1]
-    task = _load_data(data_dir)
+    model, tokenizer, _ = cache.load_or_train(cache_path(), VERSION, SETTINGS, load_saved,
+                                              lambda directory: train_and_save(directory, data_dir, progress))
+    return model, tokenizer
+
+
+def train_and_save(directory: Path, data_dir: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Train the stand-in, measure its perplexities, save it in ``directory``; returns its info."""
+    task = load_data(data_dir)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer)
     texts = training_texts(task)
@@ -321,8 +253,8 @@ def load_or_train(data_dir=None, progress: bool = True):
         **stats,
         **environment(),
     }
-    save_cached(directory, model, tokenizer, info)
+    cache.save_cached(directory, model, tokenizer, info)
     if progress:
         ppl = {k: round(v["mean_ppl"], 2) for k, v in metrics.items()}
         print(f"{NAME}: perplexity (mean over records) {ppl}, {info['seconds']:.0f} s; cached in {directory}")
-    return model.eval(), tokenizer
+    return info

@@ -1,4 +1,4 @@
-"""Trained stand-in models cached outside the repository: where, and how they are saved and found."""
+"""Trained models cached outside the repository (stand-ins, the demo model): where, how saved, found, or trained."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from ..errors import MeloDataError
 
 INFO_FILE = "standin.json"
 
@@ -39,17 +41,42 @@ def quiet_transformers() -> None:
 def load_cached(directory: Path, version: int, settings: dict[str, Any],
                 loader: Callable[[Path], tuple[Any, Any]]) -> tuple[Any, Any, dict] | None:
     """(model, tokenizer, info) from ``directory`` if it holds a finished save of this version and settings."""
-    try:
-        info = json.loads((directory / INFO_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if info.get("version") != version or info.get("settings") != json.loads(json.dumps(settings)):
+    info = finished_save(directory, version, settings)
+    if info is None:
         return None
     try:
         model, tokenizer = loader(directory)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # an unreadable save is a cache miss: it is trained again
         return None
     return model, tokenizer, info
+
+
+def finished_save(directory: Path, version: int, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The info JSON of a finished save of this version and settings in ``directory``, or None (no model load)."""
+    try:
+        info = json.loads((directory / INFO_FILE).read_text())
+    except (OSError, json.JSONDecodeError):  # no save yet, or one cut short: a cache miss
+        return None
+    if info.get("version") != version or info.get("settings") != json.loads(json.dumps(settings)):
+        return None
+    return info
+
+
+def load_or_train(directory: Path, version: int, settings: dict[str, Any],
+                  loader: Callable[[Path], tuple[Any, Any]],
+                  train_and_save: Callable[[Path], Any]) -> tuple[Any, Any, dict]:
+    """(model, tokenizer, info) from the cache; on a miss ``train_and_save(directory)`` runs first.
+
+    What is returned is always read back from ``directory``, so a fresh model and a cached one are the same.
+    """
+    cached = load_cached(directory, version, settings, loader)
+    if cached is None:
+        train_and_save(directory)
+        cached = load_cached(directory, version, settings, loader)
+        if cached is None:
+            raise MeloDataError(f"the model just saved in {directory} could not be loaded back; delete the folder "
+                                "and run again")
+    return cached
 
 
 def save_cached(directory: Path, model: Any, tokenizer: Any, info: dict[str, Any]) -> None:

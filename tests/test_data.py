@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from melo.bench import data
-from melo.bench.data import MeloDataError, Record, TaskData
+from melo import data
+from melo.data import MeloDataError, Record, TaskData, locate
 from melo.errors import MeloError
 
 MEND = [
@@ -49,7 +49,8 @@ GRACE_ZSRE = [
         "input": "Which country is Bolton Wanderers F.C. in?",
         "prediction": "France",
         "alternatives": ["Spain", "Italy"],
-        "filtered_rephrases": ["In which country is Bolton Wanderers F.C.?", "Bolton Wanderers F.C. is in which country?"],
+        "filtered_rephrases": ["In which country is Bolton Wanderers F.C.?",
+                               "Bolton Wanderers F.C. is in which country?"],
         "output": [{"answer": "England", "provenance": []}, {"answer": "United Kingdom"}],
     },
     {
@@ -124,7 +125,8 @@ def test_grace_zsre_jsonl(tmp_path):
 
 def test_zsre_record_of_neither_format(tmp_path):
     path = write_jsonl(tmp_path / "z.jsonl", [GRACE_ZSRE[0], {"question": "q", "answer": ["a"]}])
-    with pytest.raises(MeloDataError, match=r"z\.jsonl: line 2: not a zsRE record: needs field 'src'.*has question, answer"):
+    with pytest.raises(MeloDataError,
+                       match=r"z\.jsonl: line 2: not a zsRE record: needs field 'src'.*has question, answer"):
         data.load_zsre(path)
 
 
@@ -145,7 +147,8 @@ def test_nq_open_jsonl_shortest_answer(tmp_path):
     path = write_jsonl(
         tmp_path / "NQ-open.dev.jsonl",
         [
-            {"question": "when was the last time anyone was on the moon", "answer": ["14 December 1972 UTC", "December 1972"]},
+            {"question": "when was the last time anyone was on the moon",
+             "answer": ["14 December 1972 UTC", "December 1972"]},
             {"question": "who wrote the lyrics", "answer": ["Bob", "Tom", "Bobby Scott"]},
             {"question": "how many seasons", "answer": "one"},
         ],
@@ -210,7 +213,7 @@ def write_csv(path, rows):
 def test_classification_formats_split_and_dedupe(tmp_path, fmt, caplog):
     path = tmp_path / f"cases.{fmt}"
     {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}[fmt](path, ROWS)
-    with caplog.at_level(logging.WARNING, logger="melo.bench.data"):
+    with caplog.at_level(logging.WARNING, logger="melo.data.classification"):
         upstream, edits, names = data.load_classification(path, "text", "label", "term", 2009)
     assert names == ["Civil", "Crime", "Other"]
     assert upstream == EXPECTED_UPSTREAM
@@ -221,7 +224,8 @@ def test_classification_formats_split_and_dedupe(tmp_path, fmt, caplog):
 
 def test_classification_without_dedupe_and_int_labels(tmp_path):
     rows = [{"t": "x", "y": 2, "s": "a"}, {"t": "x", "y": 0, "s": "b"}, {"t": "z", "y": 0, "s": "c"}]
-    upstream, edits, names = data.load_classification(write_json(tmp_path / "c.json", rows), "t", "y", "s", "b", dedupe=False)
+    upstream, edits, names = data.load_classification(write_json(tmp_path / "c.json", rows), "t", "y", "s", "b",
+                                                      dedupe=False)
     assert upstream == [Record("x", 2), Record("x", 0)]  # string split values compare as strings
     assert edits == [Record("z", 0)]
     assert names == ["0", "1", "2"]
@@ -318,7 +322,8 @@ def test_hallucination_as_grace_builds_it(tmp_path, jsonl):
     assert task.edits == [
         Record(f"{ada} ", "Ada Lovelace was an English mathematician.", fact="ada lovelace"),
         # index 2 clipped to the last of the two Wikipedia sentences; 'Dr.' does not end a sentence
-        Record(f"{ada} Ada was a poet. She lived in Paris.", "She worked with Dr. Babbage on the engine.", fact="ada lovelace"),
+        Record(f"{ada} Ada was a poet. She lived in Paris.", "She worked with Dr. Babbage on the engine.",
+               fact="ada lovelace"),
         Record(f"{alan} Turing was born in 1912.", "He studied at King's College, Cambridge.", fact="alan turing"),
     ]
     assert task.originals == [
@@ -361,7 +366,8 @@ def test_hallucination_missing_field(tmp_path):
     hallucination_dir(tmp_path)
     broken = [PASSAGES[0], {k: v for k, v in PASSAGES[1].items() if k != "wiki_bio_text"}]
     write_json(tmp_path / "hallucination" / "wiki_bio_gpt3_hallucination.json", broken)
-    with pytest.raises(MeloDataError, match=r"wiki_bio_gpt3_hallucination\.json: record 1: missing field 'wiki_bio_text'"):
+    with pytest.raises(MeloDataError,
+                       match=r"wiki_bio_gpt3_hallucination\.json: record 1: missing field 'wiki_bio_text'"):
         data.load_hallucination(tmp_path)
 
 
@@ -403,7 +409,7 @@ def test_resolve_data_dir_precedence(tmp_path, monkeypatch):
     given, env, shared = tmp_path / "given", tmp_path / "env", tmp_path / "shared" / "data"
     for d in (given, env, shared, tmp_path / "work"):
         d.mkdir(parents=True)
-    monkeypatch.setattr(data, "_repo_root", lambda: None)
+    monkeypatch.setattr(locate, "_repo_root", lambda: None)
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.setenv("MELO_DATA_DIR", str(env))
     assert data.resolve_data_dir(given) == given.resolve()
@@ -421,12 +427,12 @@ def test_resolve_data_dir_falls_back_to_the_repository(tmp_path, monkeypatch):
     (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
     monkeypatch.delenv("MELO_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path / "elsewhere" / "deep")
-    monkeypatch.setattr(data, "_repo_root", lambda: tmp_path / "repo")
+    monkeypatch.setattr(locate, "_repo_root", lambda: tmp_path / "repo")
     assert data.resolve_data_dir() == (tmp_path / "shared" / "data").resolve()
 
 
 def test_resolve_data_dir_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_repo_root", lambda: tmp_path / "repo")
+    monkeypatch.setattr(locate, "_repo_root", lambda: tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MELO_DATA_DIR", raising=False)
     with pytest.raises(MeloDataError, match="pass --data-dir DIR .* or set MELO_DATA_DIR.*tried") as info:
@@ -444,7 +450,8 @@ def test_resolve_data_dir_errors(tmp_path, monkeypatch):
 
 def full_data_dir(tmp_path):
     write_json(tmp_path / "zsre" / "zsre_mend_edit.json", MEND)
-    write_jsonl(tmp_path / "nq" / "NQ-open.dev.jsonl", [{"question": "q1", "answer": ["a1"]}, {"question": "q2", "answer": ["a2"]}])
+    write_jsonl(tmp_path / "nq" / "NQ-open.dev.jsonl",
+                [{"question": "q1", "answer": ["a1"]}, {"question": "q2", "answer": ["a2"]}])
     write_json(tmp_path / "classification" / "scotus_summaries.json", SCOTUS_ROWS)
     return hallucination_dir(tmp_path)
 
@@ -472,7 +479,8 @@ def test_load_task_grace_files_and_errors(tmp_path, monkeypatch):
     assert "put it at nq/NQ-open.dev.jsonl under the data directory" in message
     write_json(tmp_path / "nq" / "nq_train.json", {"questions": ["q"], "answers": ["a"]})
     task = data.load_task("zsre", tmp_path)
-    assert [r.target for r in task.edits] == ["England", "English"] and task.upstream == [Record("q", "a", answers=["a"])]
+    assert [r.target for r in task.edits] == ["England", "English"] \
+        and task.upstream == [Record("q", "a", answers=["a"])]
     with pytest.raises(MeloDataError, match="unknown task 'mnist'; the tasks are zsre, scotus, hallucination"):
         data.load_task("mnist", tmp_path)
     with pytest.raises(MeloDataError, match="target 'wrong' is neither 'answer'"):

@@ -1,93 +1,11 @@
 """``minilm-qa``: MiniLM encoder + a small BERT decoder, trained on NQ-open question -> answer.
 
 Stands in for GRACE/MELO's ``google/t5-small-ssm-nq`` (T5-Small fine-tuned on Natural Questions,
-edited on zsRE) when the hub is out of reach.
-
-Architecture: ``transformers.EncoderDecoderModel``. Encoder: all-MiniLM-L6-v2 as a ``BertModel``
-(6 layers, hidden 384; frozen). Decoder: ``BertLMHeadModel`` with cross-attention, 2 layers of
-MiniLM's shape (12 heads, FFN 1536), dropout 0; its self-attention and FFN start as copies of
-MiniLM layers 4 and 5 (cross-attention is new); its word embeddings are a frozen copy of MiniLM's,
-tied to the LM head, so the 30522 x 384 output matrix is not trained. Tokenizer: MiniLM's uncased
-WordPiece on both sides with ``decoder_start = bos = [CLS]``, ``eos = [SEP]``, ``pad = [PAD]``.
-
-Training: the first ``SETTINGS["n_train"]`` = 1000 questions of NQ-open dev (``load_nq``: target
-= the shortest answer), the benchmark's upstream set (``upstream_limit`` 1000) whose answers MELO
-must leave unchanged (TRR). The frozen encoder runs once over them; the decoder then trains 15
-epochs (AdamW, lr 1e-3 with linear decay, batch 32) with the LM head only on answer positions.
-Starting from MiniLM's layers is what makes it fast: from random layers the loss was still 3.0
-after 12 epochs (F1 0.45); from layers 4-5 it is 0.04 after 15.
-
-Measured (seed 0, one thread on 2 cores shared with other jobs): 264 s in all (232 s training);
-train token F1 0.950 / EM 0.932 against the answers as written, F1 0.998 / EM 0.998 against
-their tokenizer round trip ``decode(encode(answer))``: 66 of the 68 misses are WordPiece
-detokenisation ("sleater - kinney", "beyonce" for "Beyoncé", "10, 605"). Pre-edit the model gets none of
-the first 100 zsRE questions or rephrases right. ``cached_info()`` holds the cached model's figures.
-
-MELO settings (``MELO_SETTINGS``). The router must be in the encoder (melo routes seq2seq models
-on the encoder input), the LoRA targets after it: the decoder FFNs.
-
-Sweep 1, key geometry (``MeloModel.encode_keys``; whole-layer output unless named ``.dense``; L2-
-normalised; 1037 zsRE records; radius = quantile of rephrase-to-own-fact-src distances, best row
-per setting). Routed: rephrase within the radius of a src of its own fact and nearer to it than to
-any other fact's src. Held-out: srcs of the second half with subjects not in the first half
-(518) outside every radius of the first half's srcs. NQ: the 1000 training questions outside
-every radius. Unnormalised keys gave the same fractions at rescaled radii.
-
-| router layer | pooling | radius | rephrases routed | held-out zsRE out | NQ out |
-|---|---|---|---|---|---|
-| layer.5 | first ([CLS]) | 0.39 | 0.989 | 0.998 | 1.000 |
-| layer.5 | mean | 0.64 | 0.980 | 0.990 | 1.000 |
-| layer.5.output.dense | first | 0.25 | 0.968 | 0.983 | 0.998 |
-| layer.5 | last ([SEP]) | 0.58 | 0.950 | 0.958 | 1.000 |
-| layer.4 | mean | 0.35 | 0.900 | 0.958 | 1.000 |
-| layer.5.output.dense | mean | 0.16 | 0.900 | 0.855 | 0.997 |
-| layer.3 | mean | 0.42 | 0.896 | 0.759 | 1.000 |
-| layer.0-2 | mean | 0.45-0.47 | 0.89 | 0.68-0.79 | 1.000 |
-| layer.0-4 | last ([SEP]) | 0.30-0.36 | 0.41-0.80 | 0.00-0.26 | 0.86-1.00 |
-
-Sweep 2, melo's router itself (``VectorDatabase`` fed the src keys of the first 1000 records in
-batches of 10 with their answer-token labels, as ``MeloModel.edit`` does; held-out: a database
-of the first 518). The paper's conflict rule halves both radii whenever a key lands within
-``radius + init_radius`` of another answer's centre, and with normalised MiniLM keys nearly every
-zsRE question does beyond radius ~0.35, so the usable radius is about half the distance to the
-nearest other fact: mean pooling, the best of sweep 1, then routes at most 87% of rephrases, and
-edits of multi-key clusters are forgotten on conflicts. The [CLS] state holds up:
-
-| layer.5, L2 | init_radius | edits routed | rephrases routed | held-out out | NQ out | conflicts | forgotten |
-|---|---|---|---|---|---|---|---|
-| first | 0.25 | 0.998 | 0.915 | 1.000 | 1.000 | 7 | 2 |
-| first | 0.30 | 0.997 | 0.947 | 1.000 | 1.000 | 41 | 3 |
-| **first** | **0.32** | **0.995** | **0.957** | **1.000** | **1.000** | **79** | **5** |
-| first | 0.36 | 0.981 | 0.953 | 1.000 | 1.000 | 281 | 19 |
-| first | 0.45 | 0.977 | 0.951 | 1.000 | 1.000 | 627 | 23 |
-| first | 0.65 | 0.977 | 0.952 | 0.948 | 0.982 | 695 | 23 |
-| mean | 0.40 | 0.992 | 0.803 | 1.000 | 1.000 | 33 | 8 |
-| mean | 0.50 | 0.975 | 0.868 | 1.000 | 1.000 | 277 | 25 |
-| mean | 0.65 | 0.959 | 0.868 | 1.000 | 1.000 | 656 | 41 |
-| last | 0.36 | 0.977 | 0.697 | 1.000 | 1.000 | 111 | 23 |
-| last | 0.50 | 0.952 | 0.791 | 0.998 | 1.000 | 496 | 48 |
-
-Layer 4's [CLS] state is almost constant (every key in one ball), and ``layer.5.output.dense``
-(before the residual LayerNorm) routes at most 0.88 under the real rules.
-
-Sweep 3, the edit (zsRE records 0-29 in 3 batches of 10, [CLS] router at 0.32, targets the 4
-decoder FFN Linears unless noted; final loss per batch; every setting but one learned every edit,
-checked by greedy generation right after its batch, the one miss everywhere being the
-detokenised "sleater - kinney"): rank 4 / lr 1e-2 / 50 steps: loss 0.005-0.007, 5.5 s a batch;
-rank 4 / 1e-2 / 25: 0.014-0.024, 2.5 s; rank 2 / 1e-2 / 25: 0.02-0.06; rank 4 / 3e-3 / 25:
-0.04-0.08; rank 4 / 2e-2 / 15: one batch diverged (loss 2.9, its 10 edits lost); FFN output
-Linears only, rank 4 / 1e-2 / 25: 0.06-0.14 and generality 0.87 instead of 0.90. Chosen: rank 4,
-lr 1e-2, 30 steps, StepLR 20 / 0.5 (3.6 s a batch on one thread of the shared CPU).
-
-Check, 100 zsRE edits (MELO protocol, target ``answers[0]``) in batches of 10 with
-``MELO_SETTINGS``: ES right after each batch 1.00; after all 100, edit success 0.99 (0.96 by
-exact match against the label as written), rephrase generality 0.96 (0.93), and all 1000 NQ
-answers unchanged (TRR F1 against pre-edit 1.000, no NQ question routed to a block); 36 s of
-editing in all. The one lost edit is a key that lies exactly on its cluster's boundary (an
-expanded cluster's radius is its farthest member's distance) and drops out when padding in a
-larger batch moves the key by 1e-7. The same with 1000 edits (records 0-999, 100 blocks): edit
-success 0.995 (0.903 as written), generality 0.954 (0.867), NQ unchanged (TRR 1.000, none
-routed), 79 conflicts, 5 forgotten edits, 375 s of editing (3.75 s a batch, one thread).
+edited on zsRE) when the hub is out of reach: a frozen all-MiniLM-L6-v2 encoder and a 2-layer BERT
+decoder with cross-attention, seeded from MiniLM's layers 4-5 and trained on cached encoder states
+of the benchmark's 1000 NQ upstream questions. MELO settings: ``PRESETS["minilm-qa"]``
+(``melo.presets``). Architecture, training, measured figures and the sweeps behind the settings:
+``docs/standins/qa.md``.
 """
 
 from __future__ import annotations
@@ -101,9 +19,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cache import INFO_FILE  # noqa: F401 (re-exported)
-from ..cache import base_model_path, cache_dir, load_cached, quiet_transformers, save_cached
-from ..cache import cached_info as _info_in
+from ..presets import PRESETS
+from . import cache
+from .cache import base_model_path, cache_dir, quiet_transformers
+from .training import length_batches
 
 NAME = "minilm-qa"
 VERSION = 1  # bump to retrain cached models
@@ -113,22 +32,7 @@ SETTINGS: dict[str, Any] = dict(
     max_length=64, epochs=15, lr=1e-3, batch_size=32, max_new_tokens=32,
 )
 
-MELO_SETTINGS: dict[str, Any] = dict(
-    task="seq2seq",
-    router_layer="encoder.encoder.layer.5",
-    target_modules=[
-        "decoder.bert.encoder.layer.0.intermediate.dense", "decoder.bert.encoder.layer.0.output.dense",
-        "decoder.bert.encoder.layer.1.intermediate.dense", "decoder.bert.encoder.layer.1.output.dense",
-    ],
-    key_pooling="first",
-    normalize_keys=True,
-    init_radius=0.32,
-    block_rank=4,
-    edit_lr=1e-2,
-    num_iter=30,
-    lr_step=20,
-    lr_gamma=0.5,
-)
+MELO_SETTINGS: dict[str, Any] = PRESETS[NAME]  # read-only view; the values live in melo.presets
 
 # --------------------------------------------------------------------------------------------
 # model and tokenizer
@@ -231,21 +135,17 @@ def build_model(encoder: Any = None, decoder_layers: int = SETTINGS["decoder_lay
 # training
 
 
-def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 @torch.no_grad()
-def encoder_states(model: nn.Module, tokenizer: Any, questions: Sequence[str], max_length: int = SETTINGS["max_length"],
-                   batch_size: int = 64, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def encoder_states(model: nn.Module, tokenizer: Any, questions: Sequence[str],
+                   max_length: int = SETTINGS["max_length"], batch_size: int = 64,
+                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Encoder outputs [n, width, hidden] (zero-padded) and attention masks [n, width], computed once."""
     enc = tokenizer(list(questions), truncation=True, max_length=max_length)["input_ids"]
     width = max(map(len, enc))
     hidden = torch.zeros(len(questions), width, model.config.encoder.hidden_size)
     mask = torch.zeros(len(questions), width, dtype=torch.long)
     model.encoder.eval()
-    batches = _batches([len(e) for e in enc], batch_size)
+    batches = length_batches([len(e) for e in enc], batch_size)
     for idx in tqdm(batches, desc=f"{NAME}: encode", disable=not progress, leave=False):
         batch = tokenizer([questions[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                           return_tensors="pt")
@@ -332,7 +232,7 @@ def generate(model: nn.Module, tokenizer: Any, questions: Sequence[str], batch_s
     """Greedy answers (``model`` may be the stand-in or a MeloModel wrapping it)."""
     out: list[str] = [""] * len(questions)
     lengths = [len(q) for q in questions]
-    for idx in tqdm(_batches(lengths, batch_size), desc=f"{NAME}: generate", disable=not progress, leave=False):
+    for idx in tqdm(length_batches(lengths, batch_size), desc=f"{NAME}: generate", disable=not progress, leave=False):
         enc = tokenizer([questions[i] for i in idx], padding=True, truncation=True, return_tensors="pt")
         ids = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                              max_new_tokens=max_new_tokens, do_sample=False)
@@ -344,7 +244,7 @@ def generate(model: nn.Module, tokenizer: Any, questions: Sequence[str], batch_s
 def scores(predictions: Sequence[str], answers: Sequence[Sequence[str]], tokenizer: Any) -> dict[str, float]:
     """Token F1 / EM against the answers as written, and against their tokenizer round trip
     (``decode(encode(answer))``: what an uncased WordPiece model can output at best)."""
-    from ..metrics import exact_match, token_f1
+    from ..bench.metrics import exact_match, token_f1
 
     n = max(1, len(predictions))
     def round_trip(text: str) -> str:
@@ -367,7 +267,8 @@ def cache_path() -> Path:
     return cache_dir("standins", NAME)
 
 
-def _load_saved(directory: Path):
+def load_saved(directory: Path):
+    """(model, tokenizer) saved in ``directory`` by :func:`train_and_save`."""
     from transformers import EncoderDecoderModel
 
     quiet_transformers()
@@ -377,17 +278,16 @@ def _load_saved(directory: Path):
 
 def cached_info() -> dict[str, Any] | None:
     """The JSON saved with the cached model (settings, seed, figures, time), or None."""
-    return _info_in(cache_path())
+    return cache.cached_info(cache_path())
 
 
 def load_training_data(data_dir: Any = None, n_train: int | None = None):
     """The NQ records the stand-in is trained on (= the benchmark's upstream / TRR set)."""
-    from ..data import NQ_FILES, load_nq, resolve_data_dir
+    from ..data import load_nq, resolve_data_dir
+    from ..data.locate import NQ_FILES, first_file
 
     n_train = int(SETTINGS["n_train"]) if n_train is None else n_train
-    root = resolve_data_dir(data_dir)
-    path = next((root / rel for rel in NQ_FILES if (root / rel).is_file()), root / NQ_FILES[0])
-    return load_nq(path, limit=n_train)
+    return load_nq(first_file(resolve_data_dir(data_dir), NQ_FILES), limit=n_train)
 
 
 def train_and_save(directory: Path, data_dir: Any = None, settings: dict[str, Any] | None = None,
@@ -420,7 +320,7 @@ def train_and_save(directory: Path, data_dir: Any = None, settings: dict[str, An
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    save_cached(directory, model, tokenizer, info)
+    cache.save_cached(directory, model, tokenizer, info)
     if progress:
         print(f"{NAME}: train F1 {info['train_f1']:.3f} (tokenized answers {info['train_f1_tokenized']:.3f}), "
               f"EM {info['train_em']:.3f}, {info['seconds']:.0f} s; cached in {directory}")
@@ -429,11 +329,6 @@ def train_and_save(directory: Path, data_dir: Any = None, settings: dict[str, An
 
 def load_or_train(data_dir: Any = None, progress: bool = True):
     """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
-    directory = cache_path()
-    cached = load_cached(directory, VERSION, SETTINGS, _load_saved)
-    if cached is None:
-        train_and_save(directory, data_dir, None, progress)
-        cached = load_cached(directory, VERSION, SETTINGS, _load_saved)
-        if cached is None:  # pragma: no cover - a save that cannot be read back
-            raise RuntimeError(f"{NAME}: the model saved in {directory} could not be loaded back")
-    return cached[0], cached[1]
+    model, tokenizer, _ = cache.load_or_train(cache_path(), VERSION, SETTINGS, load_saved,
+                                              lambda directory: train_and_save(directory, data_dir, None, progress))
+    return model, tokenizer

@@ -1,0 +1,46 @@
+"""The records every loader returns: one example (:class:`Record`) and one task (:class:`TaskData`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Record:
+    """One example: a prompt and its target.
+
+    ``target`` is the answer text (QA), the class id (classification) or the target sentence
+    (hallucination). ``rephrases`` are held-out paraphrases of the prompt (generality),
+    ``fact`` groups records that state the same fact (zsRE: ``subject || answers[0]``;
+    hallucination: the passage's concept), ``answers`` are all acceptable answers (F1/EM) and
+    ``locality_prompt`` is the unrelated prompt the WISE protocol pairs with an edit.
+    """
+
+    prompt: str
+    target: str | int
+    rephrases: list[str] = field(default_factory=list)
+    fact: str | None = None
+    answers: list[str] = field(default_factory=list)
+    locality_prompt: str | None = None
+
+
+@dataclass
+class TaskData:
+    """The data of one benchmark task.
+
+    ``edits`` are the edit requests; ``upstream`` is the TRR set: NQ questions with their
+    answers (QA), early-term texts with labels (classification) or WebText texts as records
+    with an empty prompt and the whole text as target (hallucination: perplexity of the text).
+    ``accurate`` is the hallucination ARR set and ``originals`` the GPT-3 sentences that the
+    hallucination edits replace (GRACE fine-tunes its GPT2-XL on accurate + originals + WebText
+    so that the model makes those errors). ``label_names[i]`` names class ``i``.
+    """
+
+    name: str
+    kind: str
+    edits: list[Record]
+    upstream: list[Record]
+    accurate: list[Record] = field(default_factory=list)
+    label_names: list[str] | None = None
+    originals: list[Record] = field(default_factory=list)
+

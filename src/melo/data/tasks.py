@@ -1,0 +1,43 @@
+"""The paper's tasks by name: :func:`load_task`."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import MeloDataError
+from .classification import load_scotus
+from .hallucination import load_hallucination
+from .locate import NQ_FILES, ZSRE_FILES, first_file, resolve_data_dir
+from .records import TaskData
+from .zsre import load_nq, load_zsre
+
+TASKS = ("zsre", "scotus", "hallucination")
+
+
+def load_task(
+    name: str, data_dir: str | os.PathLike | None = None, n_edits: int | None = None, target: str = "answer"
+) -> TaskData:
+    """One of the paper's tasks by name, with at most ``n_edits`` edits (the first ones, file order).
+
+    ``"zsre"``: edits from ``zsre/zsre_mend_edit.json`` (or GRACE's jsonl), upstream from
+    ``nq/NQ-open.dev.jsonl`` (or ``nq/nq_train.json``), all questions (GRACE uses the first
+    1000); ``target`` is ``"answer"`` or ``"alt"`` (zsRE; the other tasks have one target and
+    ignore it). ``"scotus"``: :func:`load_scotus`.
+    ``"hallucination"``: :func:`load_hallucination`.
+    """
+    if name not in TASKS:
+        raise MeloDataError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}")
+    if target not in ("answer", "alt"):
+        raise MeloDataError(f"target {target!r} is neither 'answer' (MELO/GRACE) nor 'alt' (WISE)")
+    if name == "zsre":
+        root = resolve_data_dir(data_dir)
+        edits = load_zsre(first_file(root, ZSRE_FILES), target=target, limit=n_edits)
+        upstream = load_nq(first_file(root, NQ_FILES))
+        return TaskData("zsre", "qa", edits, upstream)
+    if name == "scotus":
+        task = load_scotus(data_dir)
+        if n_edits is not None:
+            task.edits = task.edits[:n_edits]
+        return task
+    return load_hallucination(data_dir, limit=n_edits)
+
