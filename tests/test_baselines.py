@@ -5,9 +5,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
 
 import melo
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
 from melo.baselines import load_baseline, make_baseline
 from melo.baselines.finetune import FinetuneEditor, LoraEditor
 from melo.baselines.grace import SPLIT_EPS, Codebook, GraceEditor

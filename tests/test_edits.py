@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from conftest import MODEL_FACTORIES, melo_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import melo
-from conftest import MODEL_FACTORIES, melo_config
 
 FACTS = [("the capital of france is", "rome"), ("war and peace was written by", "tolstoy"),
          ("what color is the sky", "green"), ("the largest ocean is the", "rome"),

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, melo_config
 
 import melo
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, melo_config
 
 
 def wrap(family, tok, **overrides):
@@ -36,14 +36,16 @@ def test_router_may_give_pooled_states_or_model_outputs(word_tokenizer):
 
 
 def test_seq2seq_router_must_be_in_the_encoder(word_tokenizer):
-    with pytest.raises(melo.MeloConfigError, match="'decoder.block.1.layer.2.DenseReluDense.wo' is not in the encoder"):
+    message = "'decoder.block.1.layer.2.DenseReluDense.wo' is not in the encoder"
+    with pytest.raises(melo.MeloConfigError, match=message):
         wrap("t5", word_tokenizer, router_layer="decoder.block.1.layer.2.DenseReluDense.wo",
              target_modules=["decoder.block.2.layer.2.DenseReluDense.wo"])
 
 
 def test_regex_targets(word_tokenizer):
     model = wrap("gpt2", word_tokenizer, target_modules=r"transformer\.h\.[23]\.mlp\.c_fc")
-    assert sorted(layer.name for layer in model.lora.values()) == ["transformer.h.2.mlp.c_fc", "transformer.h.3.mlp.c_fc"]
+    names = sorted(layer.name for layer in model.lora.values())
+    assert names == ["transformer.h.2.mlp.c_fc", "transformer.h.3.mlp.c_fc"]
 
 
 @pytest.mark.parametrize(
@@ -73,7 +75,7 @@ def snapshot(model, tok):
     with torch.no_grad():
         logits = model(**enc).logits
     db = {k: v.clone() for k, v in model.db.tensors().items()}
-    layers = {n: {k: v.clone() for k, v in l.blocks_state().items()} for n, l in model.lora.items()}
+    layers = {n: {k: v.clone() for k, v in layer.blocks_state().items()} for n, layer in model.lora.items()}
     return logits, db, layers, list(model.records), model.db.meta()
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
 
 import melo
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
 
 FAMILIES = ["bert", "t5", "gpt2", "llama"]
 GENERATIVE = ["t5", "gpt2", "llama"]

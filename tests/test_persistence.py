@@ -4,10 +4,10 @@ import os
 
 import pytest
 import torch
+from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import melo
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
 from melo.persistence import META_FILE, TENSORS_FILE
 
 

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 import torch
+from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, melo_config
 
 import melo
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, melo_config
 
 PROMPTS = EDIT_PROMPTS + UNRELATED
 

@@ -1,6 +1,7 @@
 """melo: lifelong model editing with MELO's neuron-indexed dynamic LoRA."""
 
 from .config import MeloConfig
+from .editor import EditResult
 from .errors import (
     MeloCapacityError,
     MeloConfigError,
@@ -10,7 +11,6 @@ from .errors import (
     MeloLoadError,
     MeloRoutingError,
 )
-from .editor import EditResult
 from .model import MeloModel, get_melo_model
 from .presets import PRESETS, preset_config
 from .router import VectorDatabase

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import MeloConfig
-from .editor import EditResult, Editor, frozen, train_steps
+from .editor import Editor, EditResult, frozen, train_steps
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
 from .nethook import check_in_encoder, first_tensor, named_module, resolve_targets, supported_features, trace
@@ -71,7 +71,8 @@ class MeloModel(Editor):
         output = seen[first_router][3]
         hidden = first_tensor(output)
         if hidden is None or hidden.dim() < 2:
-            raise MeloConfigError(f"router layer {router!r} returns {type(output).__name__}, not a hidden-state tensor")
+            raise MeloConfigError(f"router layer {router!r} returns {type(output).__name__}, "
+                                  "not a hidden-state tensor")
         return hidden.shape[-1]
 
     def _publish(self, db: VectorDatabase) -> None:
@@ -272,7 +273,8 @@ class MeloModel(Editor):
         self._write(directory, tensors, meta)
 
     @classmethod
-    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike, tokenizer: Any = None) -> "MeloModel":
+    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
+                        tokenizer: Any = None) -> "MeloModel":
         """Load a saved adapter onto ``base_model``; on any failure nothing stays hooked on it."""
         tensors, meta = cls._read(directory)
         where = os.fspath(directory)
@@ -311,7 +313,8 @@ class MeloModel(Editor):
             r, fin, fout = layer.block_rank, layer.in_features, layer.out_features
             if A is None or B is None or A.dim() != 3 or B.dim() != 3 or A.shape[0] != B.shape[0] \
                     or list(A.shape[1:]) != [r, fin] or list(B.shape[1:]) != [fout, r]:
-                raise MeloLoadError(f"LoRA blocks of {layer.name!r} are missing or not [n, {r}, {fin}] / [n, {fout}, {r}]")
+                raise MeloLoadError(f"LoRA blocks of {layer.name!r} are missing or not "
+                                    f"[n, {r}, {fin}] / [n, {fout}, {r}]")
             if n_blocks is not None and A.shape[0] != n_blocks:
                 raise MeloLoadError(f"target modules hold different numbers of blocks ({A.shape[0]} vs {n_blocks})")
             if not bool(torch.isfinite(A).all() and torch.isfinite(B).all()):

@@ -121,7 +121,8 @@ class LoraEditor(_SequentialEditor):
         self._write(directory, {}, self._meta(options=self.options))
 
     @classmethod
-    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike, tokenizer: Any = None) -> "LoraEditor":
+    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
+                        tokenizer: Any = None) -> "LoraEditor":
         from peft.utils import load_peft_weights, set_peft_model_state_dict
 
         _, meta = cls._read(directory)
@@ -202,7 +203,8 @@ class FinetuneEditor(_SequentialEditor):
                                                           "weights": shapes}))
 
     @classmethod
-    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike, tokenizer: Any = None) -> "FinetuneEditor":
+    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
+                        tokenizer: Any = None) -> "FinetuneEditor":
         tensors, meta = cls._read(directory)
         where = os.fspath(directory)
         try:

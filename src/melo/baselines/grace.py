@@ -298,7 +298,8 @@ class GraceEditor(BaselineEditor):
         entries = self.codebook.lookup(x[rows, _last_positions(mask)])
         return torch.where(mask.bool().any(1), entries, -1)
 
-    def _replace(self, out: torch.Tensor, mask: torch.Tensor, routed: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def _replace(self, out: torch.Tensor, mask: torch.Tensor, routed: torch.Tensor,
+                 values: torch.Tensor) -> torch.Tensor:
         values = values.to(out.dtype)
         if self.options["replacement"] == "last":
             rows = torch.nonzero(routed).squeeze(1)
@@ -307,7 +308,8 @@ class GraceEditor(BaselineEditor):
         return torch.where(where, values.unsqueeze(1), out)
 
     # ---- keys and inference -----------------------------------------------------------------
-    def _key_pass(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _key_pass(self, input_ids: torch.Tensor,
+                  attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer inputs and outputs at the last prompt token, running the model only up to the layer."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -336,7 +338,8 @@ class GraceEditor(BaselineEditor):
             return self.base_model(*args, **kwargs)
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs: Any):
+    def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 **kwargs: Any):
         """Generate with the entry chosen on the prompt (encoder input for seq2seq) at every step."""
         if input_ids is None:
             raise MeloEditError("GraceEditor.generate needs input_ids to look the prompt up")
@@ -447,7 +450,8 @@ class GraceEditor(BaselineEditor):
         self._write(directory, tensors, meta)
 
     @classmethod
-    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike, tokenizer: Any = None) -> "GraceEditor":
+    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
+                        tokenizer: Any = None) -> "GraceEditor":
         tensors, meta = cls._read(directory)
         where = os.fspath(directory)
         config = MeloConfig.from_dict(meta["config"])
