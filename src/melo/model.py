@@ -20,6 +20,7 @@ from .config import MeloConfig
 from .editor import Editor, EditResult, frozen, train_steps
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
+from .manage import edit_rows
 from .nethook import check_in_encoder, first_tensor, named_module, resolve_targets, supported_features, trace
 from .prefix import frozen_prefix, head_at, next_token_targets, replay_outputs
 from .router import Router, VectorDatabase
@@ -188,14 +189,7 @@ class MeloModel(Editor):
     def edits(self) -> list[dict[str, Any]]:
         """Every edit: id, prompt, target, block, created (epoch seconds), status ("live",
         "forgotten" or "revoked") and the reason it is not live."""
-        db = self.db
-        live = db.live().tolist()
-        rows = []
-        for record, is_live in zip(self.records, live):
-            reason = None if is_live else db.forgotten.get(record["id"], "forgotten")
-            status = "live" if is_live else ("revoked" if reason == "revoked" else "forgotten")
-            rows.append({**record, "status": status, "reason": reason})
-        return rows
+        return edit_rows(self.records, self.db)
 
     def revoke(self, edit_ids: Sequence[int]) -> None:
         """Take edits out: their keys leave the database; a block none of whose edits is live is no
