@@ -108,8 +108,11 @@ def test_random_edit_revoke_rollback_sequences(word_tokenizer, ops):
         elif kind == "rollback":
             n = arg % (model.n_blocks + 1)
             revoked_early = any(r["status"] == "revoked" and r["block"] < n for r in model.edits())
+            whole = _state(model, word_tokenizer) if n == model.n_blocks else None
             model.rollback(n)
             batches = batches[:n]
+            if whole is not None:  # rolling back to where it is changes nothing, revocations included
+                _assert_same_state(whole, _state(model, word_tokenizer))
             if not revoked_early:  # then rollback equals a model that only made the first n batches
                 fresh = _fresh(word_tokenizer)
                 for batch in batches:

@@ -41,10 +41,8 @@ def exact_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int, revoked: frozenset[int] = frozenset()
-                ) -> UpdateReport:
-    """Add one batch's keys (edits ``db.n_keys ...``) to ``db`` in place; what happened, by rule.
-    Keys at the batch positions in ``revoked`` are stored but take no part (a replay, see ``replay``)."""
+def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> UpdateReport:
+    """Add one batch's keys (edits ``db.n_keys ...``) to ``db`` in place; what happened, by rule."""
     report = UpdateReport()
     dev = db.device
     start = db.n_keys
@@ -58,9 +56,6 @@ def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int, revoked
     changed: set[int] = set()
     for i, label in enumerate(labels):
         idx = start + i
-        if i in revoked:
-            db.forgotten[idx] = "revoked"
-            continue
         if i in superseded:  # the same key with another label comes later in the batch
             _forget(db, torch.tensor([idx], device=dev), "superseded", report)
             continue
@@ -145,6 +140,8 @@ def _separate(db, changed: list[int], new: torch.Tensor, report: UpdateReport) -
     check = torch.unique(torch.cat([new[db.key_cluster[new] >= 0], moved]))
     limit = db.radii.clone()
     for keys, cluster_ids in ((check, torch.arange(db.n_clusters, device=db.device)), (live, ch)):
+        if len(keys) == 0 or len(cluster_ids) == 0:
+            continue
         dist = exact_dist(db.keys[keys], db.centres[cluster_ids])
         own = db.key_cluster[keys]
         own_dist = (db.keys[keys].double() - db.centres[own]).norm(dim=1, keepdim=True)
@@ -205,15 +202,3 @@ def revoke(db, ids: list[int]) -> None:
             db.centres[j], db.radii[j] = centre, radius
     _remove_empty_clusters(db)
 
-
-def replay(db, keys: torch.Tensor, key_block: torch.Tensor, key_labels: list[Label], n_blocks: int,
-           revoked: set[int]) -> None:
-    """Apply the edit batches of blocks ``0 .. n_blocks - 1`` to the empty ``db`` in order, as they
-    were made (revoked edits stored but left out): the database those batches alone give."""
-    for block in range(n_blocks):
-        rows = torch.nonzero(key_block == block).squeeze(1)
-        if len(rows) == 0:
-            continue
-        first = int(rows[0])
-        apply_batch(db, keys[rows], [key_labels[i] for i in rows.tolist()], block,
-                    frozenset(i - first for i in rows.tolist() if i in revoked))

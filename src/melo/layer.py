@@ -109,14 +109,16 @@ class DynamicLoraLayer(nn.Module):
             rows = torch.nonzero(blocks >= 0).squeeze(1)
             if rows.numel() == 0:
                 return output
-            ids = blocks[rows]
-            xr = x[rows].to(A.dtype)
+            # every row goes through the product (unrouted ones with block 0, then left out), so a
+            # row's result does not depend on which other rows are routed: kernels vary with shape
+            ids = blocks.clamp_min(0)
+            xr = x.to(A.dtype)
             squeeze = xr.dim() == 2
             if squeeze:
                 xr = xr.unsqueeze(1)
             delta = torch.bmm(torch.bmm(xr, A[ids].transpose(1, 2)), B[ids].transpose(1, 2)) * self.scale
             if squeeze:
                 delta = delta.squeeze(1)
-            return output.index_add(0, rows, delta.to(output.dtype))
+            return output.index_add(0, rows, delta[rows].to(output.dtype))
 
         return forward_hook

@@ -76,6 +76,7 @@ class VectorDatabase:
         self.radii = torch.empty(0, dtype=torch.float64, device=device)
         self.labels: list[Label] = []
         self.key_labels: list[Label] = []  # label of each key: replays rebuild the database from them
+        self.history: list[list] = []  # ["batch", block] and ["revoke", ids], in the order applied
         self.forgotten: dict[int, str] = {}
         self.n_conflicts = 0
         self._index: dict[str, torch.Tensor] | None = None
@@ -102,6 +103,7 @@ class VectorDatabase:
             setattr(other, name, getattr(self, name).clone())
         other.labels = list(self.labels)
         other.key_labels = list(self.key_labels)
+        other.history = [list(entry) for entry in self.history]
         other.forgotten = dict(self.forgotten)
         other.n_conflicts = self.n_conflicts
         return other
@@ -170,6 +172,7 @@ class VectorDatabase:
         """A new database with one edit batch applied (this one is left unchanged)."""
         db = self.clone()
         report = clusters.apply_batch(db, keys.detach().float().to(self.device), [tuple(x) for x in labels], block)
+        db.history.append(["batch", block])
         db._index = None
         return db, report
 
@@ -177,15 +180,21 @@ class VectorDatabase:
         """A new database without edits ``ids`` (see ``clusters.revoke``)."""
         db = self.clone()
         clusters.revoke(db, ids)
+        db.history.append(["revoke", sorted(set(ids))])
         return db
 
     def rolled_back(self, n_blocks: int) -> "VectorDatabase":
-        """The database the edit batches of the first ``n_blocks`` blocks alone give (revoked edits
-        among them stay revoked); the same, bit for bit, as never having made the later ones."""
+        """The database made by replaying this one's history up to block ``n_blocks``: the edit
+        batches of blocks below it, and the revocations of their edits, in the order they came.
+        Without revocations it is, bit for bit, the database of a model that made only those batches."""
         n = int((self.key_block < n_blocks).sum())  # keys are stored in block order
         db = VectorDatabase(self.dim, self.init_radius, self.device)
-        revoked = {i for i, reason in self.forgotten.items() if reason == "revoked" and i < n}
-        clusters.replay(db, self.keys[:n], self.key_block[:n], self.key_labels[:n], n_blocks, revoked)
+        for kind, arg in self.history:
+            if kind == "batch" and arg < n_blocks:
+                rows = torch.nonzero(self.key_block == arg).squeeze(1)
+                db = db.updated(self.keys[rows], [self.key_labels[i] for i in rows.tolist()], arg)[0]
+            elif kind == "revoke" and any(i < n for i in arg):
+                db = db.revoked([i for i in arg if i < n])
         return db
 
     # ---- persistence ------------------------------------------------------------------------
@@ -196,6 +205,7 @@ class VectorDatabase:
         return {
             "labels": [list(label) for label in self.labels],
             "key_labels": [list(label) for label in self.key_labels],
+            "history": self.history,
             "forgotten": {str(k): v for k, v in self.forgotten.items()},
             "n_conflicts": self.n_conflicts,
         }
@@ -216,6 +226,8 @@ class VectorDatabase:
             db.radii = tensors["router.radii"].double()
             db.labels = [tuple(int(t) for t in label) for label in meta["labels"]]
             db.key_labels = [tuple(int(t) for t in label) for label in meta["key_labels"]]
+            db.history = [[str(kind), int(arg) if kind == "batch" else [int(i) for i in arg]]
+                          for kind, arg in meta["history"]]
             db.forgotten = {int(k): str(v) for k, v in dict(meta["forgotten"]).items()}
             db.n_conflicts = int(meta["n_conflicts"])
         except (KeyError, TypeError, ValueError) as err:
@@ -227,6 +239,7 @@ class VectorDatabase:
             (list(db.key_block.shape) != [n] or list(db.key_cluster.shape) != [n], "key tables differ in length"),
             (list(db.radii.shape) != [c] or len(db.labels) != c, "cluster tables differ in length"),
             (len(db.key_labels) != n, f"{len(db.key_labels)} key labels for {n} keys"),
+            (any(kind not in ("batch", "revoke") for kind, _ in db.history), "unknown history entry"),
             (n and not bool(((db.key_block >= 0) & (db.key_block < n_blocks)).all()),
              f"a key names a block outside 0..{n_blocks - 1}"),
             (n and not bool(((db.key_cluster >= -1) & (db.key_cluster < c)).all()), "a key names an unknown cluster"),
