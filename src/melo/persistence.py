@@ -44,7 +44,7 @@ STORAGE_KEY = "storage"
 RESERVED_KEYS = ("format_version", STORAGE_KEY)
 _TENSORS_NAME = re.compile(r"melo_adapter-([0-9a-f]{16})\.safetensors")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_READ_ATTEMPTS = 3  # a concurrent save may delete the tensors file between our two reads
+_READ_ATTEMPTS = 10  # a concurrent save may delete the tensors file between our two reads
 
 
 def tensors_file_name(sha256: str) -> str:
