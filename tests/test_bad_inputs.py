@@ -209,3 +209,41 @@ def test_bad_input_raises_its_error_and_changes_nothing(tmp_path, word_tokenizer
 
 def test_the_table_is_large_enough():
     assert len(CASES) >= 25
+
+
+# ---- length checks in melo.text, reached today through edit_batch(max_length=...) ------------------
+def test_max_positions_of_each_family():
+    from transformers import BertConfig, EncoderDecoderConfig, RobertaConfig
+
+    from melo.text import max_positions
+
+    limits = {family: max_positions(MODEL_FACTORIES[family]().config) for family in ("gpt2", "llama", "bert", "t5")}
+    assert limits == {"gpt2": 64, "llama": 64, "bert": 64, "t5": None}
+    assert max_positions(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
+    pair = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(max_position_embeddings=128),
+                                                             BertConfig(max_position_embeddings=64))
+    assert max_positions(pair) == 64
+
+
+@pytest.mark.parametrize("task, prompts, targets, limit, message", [
+    ("causal_lm", [HALF], [HALF], 72, "edit 0: prompt \\+ target is 73 tokens, longer than the model's 72 positions"),
+    ("classification", ["the dog", LONG], [0, 1], 64, "edit 1: prompt is 68 tokens"),
+    ("seq2seq", ["the dog"], [LONG], 64, "edit 0: target is 69 tokens"),
+    ("seq2seq", [LONG], ["dog"], 64, "edit 0: prompt is 68 tokens"),
+])
+def test_edit_batch_refuses_sequences_over_the_limit(word_tokenizer, task, prompts, targets, limit, message):
+    from melo.text import edit_batch
+
+    with pytest.raises(melo.MeloEditError, match=message):
+        edit_batch(task, word_tokenizer, prompts, targets, max_length=limit)
+    edit_batch(task, word_tokenizer, prompts, targets, max_length=None)  # no limit: builds as before
+
+
+def test_counted_lengths_are_the_built_lengths(word_tokenizer):
+    from melo.text import edit_batch, sequence_lengths
+
+    prompts, targets = [HALF, "the dog"], [HALF, "rome"]
+    batch, _ = edit_batch("causal_lm", word_tokenizer, prompts, targets)
+    counted = [length for _, _, length in sequence_lengths("causal_lm", word_tokenizer, prompts, targets)]
+    assert counted == batch["attention_mask"].sum(1).tolist() == [73, 4]
+    edit_batch("causal_lm", word_tokenizer, prompts, targets, max_length=73)  # exactly at the limit is fine
