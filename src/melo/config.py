@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +14,58 @@ from .errors import MeloConfigError
 
 TASKS = ("causal_lm", "seq2seq", "classification")
 POOLINGS = ("last", "mean", "first")
+MAX_SEED = 2**32  # edit() seeds block t with seed * 1_000_003 + t: keep it within 64 bits
+
+
+def _checked_int(name: str, value: Any, low: int, below: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise MeloConfigError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < low or (below is not None and value >= below):
+        bound = f"at least {low}" if below is None else f"in [{low}, {below})"
+        raise MeloConfigError(f"{name} must be {bound}, got {value!r}")
+    return value
+
+
+def _checked_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise MeloConfigError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise MeloConfigError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _checked_targets(targets: Any) -> list[str] | str:
+    if isinstance(targets, str):
+        if not targets:
+            raise MeloConfigError("target_modules is an empty string: give module names or a regex")
+        try:
+            re.compile(targets)
+        except re.error as err:
+            raise MeloConfigError(f"target_modules regex {targets!r} does not compile: {err}") from err
+        return targets
+    if not isinstance(targets, (list, tuple)):
+        raise MeloConfigError(f"target_modules {targets!r} is neither a list of names nor a regex")
+    if not targets:
+        raise MeloConfigError("target_modules is empty")
+    for i, name in enumerate(targets):
+        if not isinstance(name, str) or not name:
+            raise MeloConfigError(f"target_modules[{i}] is {name!r}: module names must be non-empty strings")
+    return list(targets)
+
+
+def _checked_extra(extra: Any) -> dict[str, Any]:
+    """``extra`` must survive a save: a dict that JSON writes and reads back unchanged."""
+    if not isinstance(extra, dict):
+        raise MeloConfigError(f"extra must be a dict, got {type(extra).__name__}")
+    try:
+        same = json.loads(json.dumps(extra, allow_nan=False)) == extra
+    except (TypeError, ValueError) as err:
+        raise MeloConfigError(f"extra is not JSON-serialisable: {err}") from err
+    if not same:
+        raise MeloConfigError("extra changes in a JSON round trip (keys must be strings, lists not tuples)")
+    return extra
 
 
 @dataclass
@@ -43,26 +99,31 @@ class MeloConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
+        if not isinstance(self.task, str) or self.task not in TASKS:
             raise MeloConfigError(f"task {self.task!r} is not one of {TASKS}")
-        if self.key_pooling not in POOLINGS:
+        if not isinstance(self.key_pooling, str) or self.key_pooling not in POOLINGS:
             raise MeloConfigError(f"key_pooling {self.key_pooling!r} is not one of {POOLINGS}")
-        if isinstance(self.target_modules, (list, tuple)):
-            if not self.target_modules:
-                raise MeloConfigError("target_modules is empty")
-            self.target_modules = list(self.target_modules)
-        elif not isinstance(self.target_modules, str) or not self.target_modules:
-            raise MeloConfigError(f"target_modules {self.target_modules!r} is neither a list of names nor a regex")
+        self.target_modules = _checked_targets(self.target_modules)
         if not isinstance(self.router_layer, str) or not self.router_layer:
             raise MeloConfigError(f"router_layer {self.router_layer!r} is not a module name")
         for name in ("block_rank", "num_iter", "lr_step"):
-            if int(getattr(self, name)) < 1:
-                raise MeloConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("init_radius", "edit_lr"):
-            if not float(getattr(self, name)) > 0:
-                raise MeloConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.max_blocks is not None and self.max_blocks < 1:
-            raise MeloConfigError(f"max_blocks must be at least 1 or None, got {self.max_blocks!r}")
+            setattr(self, name, _checked_int(name, getattr(self, name), low=1))
+        self.seed = _checked_int("seed", self.seed, low=0, below=MAX_SEED)
+        if self.max_blocks is not None:
+            self.max_blocks = _checked_int("max_blocks", self.max_blocks, low=1)
+        for name in ("init_radius", "edit_lr", "lora_alpha"):
+            value = _checked_float(name, getattr(self, name))
+            if not value > 0:
+                raise MeloConfigError(f"{name} must be positive, got {value!r}")
+            setattr(self, name, value)
+        self.lr_gamma = _checked_float("lr_gamma", self.lr_gamma)
+        if not 0 < self.lr_gamma <= 1:
+            raise MeloConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        if not isinstance(self.normalize_keys, bool):
+            raise MeloConfigError(f"normalize_keys must be True or False, got {self.normalize_keys!r}")
+        if not isinstance(self.target_prefix, str):
+            raise MeloConfigError(f"target_prefix must be a string, got {self.target_prefix!r}")
+        self.extra = _checked_extra(self.extra)
 
     @property
     def scale(self) -> float:
@@ -72,7 +133,9 @@ class MeloConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MeloConfig":
+    def from_dict(cls, data: dict[str, Any]) -> MeloConfig:
+        if not isinstance(data, dict):
+            raise MeloConfigError(f"a MeloConfig is read from a dict, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -87,10 +88,60 @@ def check_edit_batch(task: str, prompts: Sequence[str], targets: Sequence[Any], 
             raise MeloEditError(f"targets[{i}] is {t!r}: {task} targets must be non-empty strings")
 
 
+# RoBERTa-style models number positions from pad_token_id + 1
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer")
+
+
+def max_positions(model_config: Any) -> int | None:
+    """Longest token sequence the model accepts (learned absolute positions), or None without such a
+    limit (T5's relative positions). Encoder-decoder configs: the smaller of both sides' limits."""
+    parts = [getattr(model_config, side, None) for side in ("encoder", "decoder")]
+    parts = [part for part in parts if part is not None and hasattr(part, "to_dict")]
+    if parts:
+        limits = [limit for limit in map(max_positions, parts) if limit is not None]
+        return min(limits) if limits else None
+    for name in ("n_positions", "max_position_embeddings"):
+        limit = getattr(model_config, name, None)
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            if getattr(model_config, "model_type", None) in _OFFSET_POSITIONS:
+                limit -= (getattr(model_config, "pad_token_id", None) or 0) + 1
+            return limit
+    return None
+
+
+def sequence_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
+                     prefix: str = " ") -> list[tuple[str, int, int]]:
+    """(what, edit index, tokens) of each sequence edit_batch builds that meets position embeddings:
+    prompt + prefix + target + EOS for a causal LM; the prompt, and the target for seq2seq; the prompt
+    for classification. Counted without truncation."""
+    prompt_ids = tokenizer(list(prompts))["input_ids"]
+    if task == "classification":
+        return [("prompt", i, len(ids)) for i, ids in enumerate(prompt_ids)]
+    if task == "causal_lm":
+        rows = target_ids(tokenizer, [prefix + t for t in targets])
+        return [("prompt + target", i, len(p) + len(t)) for i, (p, t) in enumerate(zip(prompt_ids, rows))]
+    rows = target_ids(tokenizer, targets)
+    return ([("prompt", i, len(ids)) for i, ids in enumerate(prompt_ids)]
+            + [("target", i, len(row)) for i, row in enumerate(rows)])
+
+
+def check_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
+                  max_length: int | None, prefix: str = " ") -> None:
+    """Raise MeloEditError if an edit's token sequence is longer than ``max_length`` (None: no limit)."""
+    if max_length is None:
+        return
+    for what, i, length in sequence_lengths(task, tokenizer, prompts, targets, prefix):
+        if length > max_length:
+            raise MeloEditError(f"edit {i}: {what} is {length} tokens, longer than the model's "
+                                f"{max_length} positions; shorten it")
+
+
 def edit_batch(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
-               prefix: str = " ") -> tuple[dict[str, torch.Tensor], list[tuple]]:
+               prefix: str = " ", max_length: int | None = None) -> tuple[dict[str, torch.Tensor], list[tuple]]:
     """Model inputs with labels for the edit loss, and the exact label of each edit (token ids of
-    the target, or the class id) as a tuple, as routers compare them."""
+    the target, or the class id) as a tuple, as routers compare them. With ``max_length`` (see
+    max_positions), a sequence longer than it is a MeloEditError."""
+    check_lengths(task, tokenizer, prompts, targets, max_length, prefix)
     if task == "classification":
         batch = tokenize(tokenizer, prompts)
         batch["labels"] = torch.tensor(list(targets), dtype=torch.long)
