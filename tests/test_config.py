@@ -5,7 +5,7 @@ import math
 import pytest
 
 import melo
-from melo.bench.standins import lm, qa, scotus
+from melo.standins import lm, qa, scotus
 from melo.presets import PRESETS
 
 VALID = {"task": "causal_lm", "target_modules": ["transformer.h.2.mlp.c_fc"], "router_layer": "transformer.h.1.mlp.c_fc"}

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .config import MeloConfig
 from .errors import MeloCapacityError, MeloEditError, MeloLoadError
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
-from .text import check_edit_batch, edit_batch, pad_with_eos, tokenize
+from .text import check_edit_batch, check_lengths, edit_batch, max_positions, pad_with_eos, tokenize
 
 
 @dataclass
@@ -110,6 +110,7 @@ class Editor(nn.Module):
     model-like ``__call__`` / ``generate``, ``disabled()``, ``stats()``, ``save_pretrained``."""
 
     method = "?"
+    required_meta: dict[str, type] = {"config": dict, "edits": list}  # fields a save of this editor must have
 
     def __init__(self, base_model: nn.Module, config: MeloConfig, tokenizer: Any = None):
         super().__init__()
@@ -139,6 +140,8 @@ class Editor(nn.Module):
         if self.tokenizer is None:
             raise MeloEditError(f"this {type(self).__name__} has no tokenizer: pass tokenizer= when creating it")
         check_edit_batch(self.task, prompts, targets, getattr(self.base_model.config, "num_labels", None))
+        check_lengths(self.task, self.tokenizer, prompts, targets, max_positions(self.base_model.config),
+                      self.melo_config.target_prefix)
         cap = self.melo_config.max_blocks
         if cap is not None and self.n_blocks >= cap:
             raise MeloCapacityError(f"max_blocks={cap} reached: cannot add block {self.n_blocks}")
@@ -179,11 +182,7 @@ class Editor(nn.Module):
     @classmethod
     def _read(cls, directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         where = os.fspath(directory)
-        try:
-            tensors, meta = read_adapter(directory)
-        except FileNotFoundError as err:
-            name = "MELO" if cls.method == "melo" else cls.method
-            raise MeloLoadError(f"no {name} adapter in {where!r}: {err}") from err
+        tensors, meta = read_adapter(directory, required=cls.required_meta)
         if meta.get("format_version") != FORMAT_VERSION:
             raise MeloLoadError(f"adapter {where!r} has format version {meta.get('format_version')!r}; "
                                 f"this melo reads version {FORMAT_VERSION}")

@@ -34,6 +34,7 @@ class MeloModel(Editor):
     """
 
     method = "melo"
+    required_meta = {"config": dict, "model": dict, "router": dict, "edits": list}
     replay_prefix = True  # edits record the layers before the first target once (melo.prefix)
     head_on_targets = True  # causal-LM edits compute logits at target positions only (melo.prefix)
 
@@ -303,9 +304,12 @@ class MeloModel(Editor):
             if shape != [layer.in_features, layer.out_features]:
                 raise MeloLoadError(f"target module {layer.name!r} is {layer.in_features}x{layer.out_features} "
                                     f"here, {shape} in the save")
-            A, B = tensors.get(f"lora.{layer.name}.A"), tensors.get(f"lora.{layer.name}.B")
+            missing = [n for n in (f"lora.{layer.name}.A", f"lora.{layer.name}.B") if n not in tensors]
+            if missing:
+                raise MeloLoadError(f"the save has no tensor {missing[0]!r}")
+            A, B = tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"]
             r, fin, fout = layer.block_rank, layer.in_features, layer.out_features
-            if A is None or B is None or A.dim() != 3 or B.dim() != 3 or A.shape[0] != B.shape[0] \
+            if A.dim() != 3 or B.dim() != 3 or A.shape[0] != B.shape[0] \
                     or list(A.shape[1:]) != [r, fin] or list(B.shape[1:]) != [fout, r]:
                 raise MeloLoadError(f"LoRA blocks of {layer.name!r} are missing or not "
                                     f"[n, {r}, {fin}] / [n, {fout}, {r}]")

@@ -53,10 +53,7 @@ def make_baseline(method: str, model: nn.Module, melo_config: MeloConfig, tokeni
 
 def load_baseline(base_model: nn.Module, directory: str | os.PathLike, tokenizer: Any = None) -> BaselineEditor:
     """Load whichever baseline saved ``directory`` onto ``base_model``."""
-    try:
-        _, meta = read_adapter(directory)
-    except FileNotFoundError as err:
-        raise MeloLoadError(f"no adapter in {os.fspath(directory)!r}: {err}") from err
+    _, meta = read_adapter(directory)
     method = meta.get("method", "melo")
     if method not in CLASSES:
         raise MeloLoadError(f"adapter {os.fspath(directory)!r} was saved by {method!r}, "
