@@ -5,10 +5,11 @@ import math
 import pytest
 
 import melo
-from melo.standins import lm, qa, scotus
 from melo.presets import PRESETS
+from melo.standins import lm, qa, scotus
 
-VALID = {"task": "causal_lm", "target_modules": ["transformer.h.2.mlp.c_fc"], "router_layer": "transformer.h.1.mlp.c_fc"}
+VALID = {"task": "causal_lm", "target_modules": ["transformer.h.2.mlp.c_fc"],
+         "router_layer": "transformer.h.1.mlp.c_fc"}
 
 
 BAD_FIELDS = [

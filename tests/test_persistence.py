@@ -70,7 +70,8 @@ def test_loading_onto_another_shape_names_the_module(tmp_path, word_tokenizer):
     model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2", num_iter=2), tokenizer=word_tokenizer)
     model.edit(EDIT_PROMPTS[:1], ["rome"])
     model.save_pretrained(tmp_path)
-    wider = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=48, n_layer=4, n_head=2, n_positions=64, bos_token_id=3, eos_token_id=1))
+    wider = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=48, n_layer=4, n_head=2, n_positions=64,
+                                       bos_token_id=3, eos_token_id=1))
     with pytest.raises(melo.MeloLoadError, match="transformer.h.2.mlp.c_fc"):
         melo.MeloModel.from_pretrained(wider, tmp_path)
     with pytest.raises(melo.MeloLoadError, match="transformer.h.2.mlp.c_fc"):
@@ -185,7 +186,8 @@ def set_storage(**fields):
 
 DAMAGES = {
     "json missing": (lambda d: (d / META_FILE).unlink(), "melo_adapter.json is missing"),
-    "json unreadable": (lambda d: ((d / META_FILE).unlink(), (d / META_FILE).mkdir()), "cannot read .*melo_adapter.json"),
+    "json unreadable": (lambda d: ((d / META_FILE).unlink(), (d / META_FILE).mkdir()),
+                        "cannot read .*melo_adapter.json"),
     "json invalid": (damage_json("{not json"), "melo_adapter.json' is not valid JSON"),
     "json not utf-8": (lambda d: (d / META_FILE).write_bytes(b"\xff\xfe{}"), "melo_adapter.json' is not valid JSON"),
     "json empty": (damage_json(""), "melo_adapter.json' is not valid JSON"),

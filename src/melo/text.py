@@ -38,7 +38,8 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return out
 
 
-def seq2seq_batch(tokenizer: Any, prompts: Sequence[str], targets: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
+def seq2seq_batch(tokenizer: Any, prompts: Sequence[str],
+                  targets: Sequence[str]) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
     batch = tokenize(tokenizer, prompts)
     rows = target_ids(tokenizer, targets)
     batch["labels"] = pad_rows(rows, -100)
