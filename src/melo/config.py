@@ -93,6 +93,9 @@ class MeloConfig:
     lora_alpha: float = 16.0
     key_pooling: str = "last"
     normalize_keys: bool = False
+    key_sink_ratio: float | None = None  # mean pooling: leave out tokens whose norm exceeds ratio x the median
+    key_encoder: str | None = None  # keys from this sentence encoder ("minilm" or a folder) on the prompt text
+    stop_loss: float | None = None  # end an edit early once its training loss is below this
     max_blocks: int | None = None
     target_prefix: str = " "  # causal_lm: put between prompt and target text
     seed: int = 0
@@ -121,6 +124,15 @@ class MeloConfig:
             raise MeloConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
         if not isinstance(self.normalize_keys, bool):
             raise MeloConfigError(f"normalize_keys must be True or False, got {self.normalize_keys!r}")
+        for name in ("key_sink_ratio", "stop_loss"):
+            value = getattr(self, name)
+            if value is not None:
+                value = _checked_float(name, value)
+                if not value > 0:
+                    raise MeloConfigError(f"{name} must be positive or None, got {value!r}")
+                setattr(self, name, value)
+        if self.key_encoder is not None and (not isinstance(self.key_encoder, str) or not self.key_encoder):
+            raise MeloConfigError(f"key_encoder must be None, 'minilm' or a model folder, got {self.key_encoder!r}")
         if not isinstance(self.target_prefix, str):
             raise MeloConfigError(f"target_prefix must be a string, got {self.target_prefix!r}")
         self.extra = _checked_extra(self.extra)

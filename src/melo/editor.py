@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .chat import Prompt, render
 from .config import MeloConfig
 from .errors import MeloCapacityError, MeloEditError, MeloLoadError
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
@@ -77,9 +78,11 @@ def frozen(module: nn.Module, trainable: Iterable[nn.Parameter] = ()):
 def train_steps(params: list[nn.Parameter], step_loss: Callable[[], torch.Tensor], num_iter: int, lr: float,
                 lr_step: int | None = None, lr_gamma: float = 1.0, keep_best: bool = False,
                 after_first: Callable[[], None] | None = None, desc: str = "", progress: bool = False,
-                what: str = "edit loss", lr_name: str = "edit_lr") -> tuple[list[float], float | None]:
-    """Adam on ``params`` for ``num_iter`` steps (StepLR when ``lr_step``): the losses before each
-    step and, with ``keep_best``, the loss of the best parameters seen, which are restored."""
+                what: str = "edit loss", lr_name: str = "edit_lr",
+                stop_loss: float | None = None) -> tuple[list[float], float | None]:
+    """Adam on ``params`` for ``num_iter`` steps (StepLR when ``lr_step``), or until the loss is
+    below ``stop_loss``: the losses before each step and, with ``keep_best``, the loss of the best
+    parameters seen, which are restored."""
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=lr_gamma) if lr_step else None
     best = KeepBest(params) if keep_best else None
@@ -93,6 +96,8 @@ def train_steps(params: list[nn.Parameter], step_loss: Callable[[], torch.Tensor
             losses.append(loss.item())
             if best is not None:
                 best.offer(losses[-1])
+            if stop_loss is not None and losses[-1] < stop_loss:
+                break
             loss.backward()
             optimizer.step()
             if schedule is not None:
@@ -140,16 +145,24 @@ class Editor(nn.Module):
         if self.tokenizer is None:
             raise MeloEditError(f"this {type(self).__name__} has no tokenizer: pass tokenizer= when creating it")
         check_edit_batch(self.task, prompts, targets, getattr(self.base_model.config, "num_labels", None))
-        check_lengths(self.task, self.tokenizer, prompts, targets, max_positions(self.base_model.config),
-                      self.melo_config.target_prefix)
+        texts, _, prefixes = self._rendered(prompts)
+        check_lengths(self.task, self.tokenizer, texts, targets, max_positions(self.base_model.config), prefixes)
         cap = self.melo_config.max_blocks
         if cap is not None and self.n_blocks >= cap:
             raise MeloCapacityError(f"max_blocks={cap} reached: cannot add block {self.n_blocks}")
 
-    def _training_batch(self, prompts: Sequence[str], targets: Sequence[Any]) -> tuple[dict[str, torch.Tensor],
-                                                                                        list[tuple]]:
+    def _rendered(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[tuple[int, int] | None], list[str]]:
+        """Text of each prompt (chat prompts through the chat template), the span its key is pooled
+        over (None: all of it), and what goes between it and its target."""
+        texts, spans = render(self.tokenizer, prompts)
+        prefixes = [self.melo_config.target_prefix if span is None else "" for span in spans]
+        return texts, spans, prefixes
+
+    def _training_batch(self, prompts: Sequence[Prompt], targets: Sequence[Any]) -> tuple[dict[str, torch.Tensor],
+                                                                                           list[tuple]]:
         """Model inputs with labels for the edit loss, and the exact labels routers compare."""
-        batch, labels = edit_batch(self.task, self.tokenizer, prompts, targets, self.melo_config.target_prefix)
+        texts, _, prefixes = self._rendered(prompts)
+        batch, labels = edit_batch(self.task, self.tokenizer, texts, targets, prefixes)
         return {k: v.to(self.device) for k, v in batch.items()}, labels
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

