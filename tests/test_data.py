@@ -87,6 +87,7 @@ def test_mend_zsre_answer_targets(tmp_path):
         fact="Toodyay Fire Station||Ken Duncan",
         answers=["Ken Duncan"],
         locality_prompt="who sang the song in the movie",
+        locality_answer="Somebody",
     )
     assert records[1].answers == ["Ken Duncan", "K. Duncan"]
     assert records[1].locality_prompt == "where is the eiffel tower"

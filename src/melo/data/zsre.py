@@ -67,10 +67,12 @@ def _mend_record(path: Path, where: str, rec: dict, target: str) -> Record:
         locality = loc.strip()
         if locality.startswith("nq question:"):
             locality = locality[len("nq question:"):].strip()
+    loc_ans = rec.get("loc_ans")
+    loc_answer = loc_ans.strip() if isinstance(loc_ans, str) and loc_ans.strip() else None
     if target == "alt":
         alt = get_field(path, where, rec, "alt", str).strip()
-        return Record(prompt, alt, rephrases, fact, [alt], locality)
-    return Record(prompt, answers[0], rephrases, fact, answers, locality)
+        return Record(prompt, alt, rephrases, fact, [alt], locality, loc_answer)
+    return Record(prompt, answers[0], rephrases, fact, answers, locality, loc_answer)
 
 
 def _grace_zsre_record(path: Path, where: str, rec: dict, target: str) -> Record:
