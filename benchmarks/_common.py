@@ -129,6 +129,7 @@ def fill_db(db, keys: torch.Tensor, blocks: torch.Tensor | None = None, radius: 
     db.centres = keys.double().contiguous()
     db.radii = torch.as_tensor(radius, dtype=torch.float64).expand(n).clone()
     db.labels = [(i,) for i in range(n)]
+    db.key_labels = [(i,) for i in range(n)]
     db.forgotten = {}
     db._index = None
 
@@ -140,6 +141,8 @@ def fill_blocks(model, n: int, seed: int = 0) -> None:
         r, fin, fout = layer.block_rank, layer.in_features, layer.out_features
         layer.load_blocks(torch.randn(n, r, fin, generator=g) * fin**-0.5,
                           torch.randn(n, fout, r, generator=g) * 1e-3)
+    if hasattr(model, "_publish"):  # calls see the blocks once they are published with the database
+        model._publish(model.db)
 
 
 def report(title: str, headers: list[str], rows: list[list], out: str | None, extra: dict | None = None) -> None:
