@@ -150,3 +150,24 @@ def test_csv_that_is_not_csv(tmp_path, capsys, no_models):
     path = tmp_path / "edits.csv"
     path.write_text("prompt,target\n" + "a" * 200_000 + ",b\n")  # a field over the csv module's limit
     fails(["run", "--edits", str(path), "--out", str(tmp_path / "out")], capsys, str(path), "not valid CSV")
+
+
+def test_bench_edits_file_must_exist(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "minilm-qa", "--edits-file", str(tmp_path / "none.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--edits-file" in err[0] and "is not a file" in err[0]
+
+
+def test_load_task_reads_a_users_zsre_file(tmp_path):
+    import json
+
+    from melo.data import load_task
+
+    record = {"src": "Who wrote Hamlet?", "answers": ["Shakespeare"], "alt": "Tolstoy", "rephrase": "Hamlet's author?",
+              "loc": "nq question: where is paris", "loc_ans": "France", "subject": "Hamlet"}
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps([record]))
+    task = load_task("zsre", "/nonexistent-but-nq-needed" if False else None, target="alt", edits_file=path)
+    assert [(r.prompt, r.target, r.locality_answer) for r in task.edits] == [("Who wrote Hamlet?", "Tolstoy", "France")]

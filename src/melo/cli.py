@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from .errors import MeloError
+from .errors import MeloDataError, MeloError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,12 +55,15 @@ def bench(args: argparse.Namespace) -> None:
         check_run(bench_preset(args.preset), args.protocol, method)
     if args.out:
         check_out_dir(args.out)
+    if args.edits_file and not Path(args.edits_file).is_file():
+        raise MeloDataError(f"--edits-file {args.edits_file!r} is not a file")
     runs = []
     for method in methods:
         out = Path(args.out) / method if args.out and len(methods) > 1 else args.out
         runs.append(run_bench(args.preset, protocol=args.protocol, method=method, n_edits=args.n_edits,
                               data_dir=args.data_dir, out=out, edits_per_block=args.edits_per_block,
-                              metric_period=args.metric_period, progress=not args.quiet))
+                              metric_period=args.metric_period, progress=not args.quiet, model=args.model,
+                              edits_file=args.edits_file))
         print((runs[-1] / "table.md").read_text())
         print(f"run directory: {runs[-1]} (metrics.jsonl, summary.json, table.md, metrics.png, router.png)")
     if len(runs) > 1:
@@ -146,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--metric-period", type=_positive_int, default=None,
                    help="evaluate ERR/TRR/generality every N edits")
     b.add_argument("--data-dir", default=None, help="benchmark data (default $MELO_DATA_DIR or ../shared/data)")
+    b.add_argument("--model", default=None,
+                   help="edit this model instead of the preset's: a known offline name (smollm2-135m-instruct, "
+                        "gemma3-270m), a .gguf file, a model folder or a hub name; the preset gives the layers")
+    b.add_argument("--edits-file", default=None, metavar="FILE",
+                   help="zsRE presets: your edits in zsRE's format (src, answers, alt, rephrase, loc, loc_ans)")
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=bench)

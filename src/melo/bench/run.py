@@ -49,7 +49,10 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
               data_dir: str | Path | None = None, out: str | Path | None = None,
               edits_per_block: int | None = None, metric_period: int | None = None,
               progress: bool = True, melo_overrides: dict[str, Any] | None = None,
-              method_options: dict[str, Any] | None = None) -> Path:
+              method_options: dict[str, Any] | None = None, model: str | None = None,
+              edits_file: str | Path | None = None) -> Path:
+    """Run one experiment; ``model`` (a known offline name, .gguf file, folder or hub name; see
+    melo.loading) replaces the preset's model, ``edits_file`` (zsRE format) its edits."""
     p = bench_preset(preset)
     check_run(p, protocol, method)
     for name, value in (("n_edits", n_edits), ("edits_per_block", edits_per_block), ("metric_period", metric_period)):
@@ -58,9 +61,16 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = check_out_dir(out if out else Path("runs") / f"{preset}-{method}-{protocol}-{stamp}")
     data_path = resolve_data_dir(data_dir)
-    data = load_task(p.data, data_path, target="alt" if protocol == "lifelong" else "answer")
-    model, tokenizer = p.load_model(data_path)
+    data = load_task(p.data, data_path, target="alt" if protocol == "lifelong" else "answer",
+                     edits_file=edits_file)
     config = MeloConfig(**{**p.melo(), **(melo_overrides or {})})
+    if model is not None:
+        from ..loading import load_model
+
+        base, tokenizer = load_model(model, task=config.task)
+        base.eval()
+    else:
+        base, tokenizer = p.load_model(data_path)
     settings = Settings(
         edits_per_block=edits_per_block or (1 if protocol == "lifelong" else p.edits_per_block),
         metric_period=metric_period or p.metric_period,
@@ -73,9 +83,10 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
         # MELO's capacity at the end of the run (an upper bound: only errors are edited)
         n = len(data.edits) if settings.n_edits is None else min(settings.n_edits, len(data.edits))
         options["expected_blocks"] = max(1, math.ceil(n / settings.edits_per_block))
-    editor = make_editor(method, model, config, tokenizer, **options)
+    editor = make_editor(method, base, config, tokenizer, **options)
     writer = RunWriter(out_dir, {
         "preset": preset, "method": method, "protocol": protocol, "data_dir": str(data_path),
+        "model": model, "edits_file": None if edits_file is None else str(edits_file),
         "melo": config.to_dict(), "method_options": options, "settings": asdict(settings), "notes": p.notes,
     })
     runner = run_lifelong if protocol == "lifelong" else run_sequential

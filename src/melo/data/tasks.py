@@ -15,23 +15,27 @@ TASKS = ("zsre", "scotus", "hallucination")
 
 
 def load_task(
-    name: str, data_dir: str | os.PathLike | None = None, n_edits: int | None = None, target: str = "answer"
+    name: str, data_dir: str | os.PathLike | None = None, n_edits: int | None = None, target: str = "answer",
+    edits_file: str | os.PathLike | None = None,
 ) -> TaskData:
     """One of the paper's tasks by name, with at most ``n_edits`` edits (the first ones, file order).
 
     ``"zsre"``: edits from ``zsre/zsre_mend_edit.json`` (or GRACE's jsonl), upstream from
     ``nq/NQ-open.dev.jsonl`` (or ``nq/nq_train.json``), all questions (GRACE uses the first
     1000); ``target`` is ``"answer"`` or ``"alt"`` (zsRE; the other tasks have one target and
-    ignore it). ``"scotus"``: :func:`load_scotus`.
+    ignore it); ``edits_file`` reads the edits from a zsRE-format file of the user's instead.
+    ``"scotus"``: :func:`load_scotus`.
     ``"hallucination"``: :func:`load_hallucination`.
     """
     if name not in TASKS:
         raise MeloDataError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}")
     if target not in ("answer", "alt"):
         raise MeloDataError(f"target {target!r} is neither 'answer' (MELO/GRACE) nor 'alt' (WISE)")
+    if edits_file is not None and name != "zsre":
+        raise MeloDataError(f"an edits file replaces zsRE edits; task {name!r} reads its own files from the data dir")
     if name == "zsre":
         root = resolve_data_dir(data_dir)
-        edits = load_zsre(first_file(root, ZSRE_FILES), target=target, limit=n_edits)
+        edits = load_zsre(edits_file or first_file(root, ZSRE_FILES), target=target, limit=n_edits)
         upstream = load_nq(first_file(root, NQ_FILES))
         return TaskData("zsre", "qa", edits, upstream)
     if name == "scotus":
