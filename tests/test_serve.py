@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from conftest import EDIT_PROMPTS, UNRELATED, WORDS, make_gpt2, make_word_tokenizer, melo_config
 from fastapi.testclient import TestClient
 
@@ -23,6 +24,16 @@ import melo
 from melo.cli import main
 from melo.serve import EditService, Limits, create_app
 from melo.serve.journal import CHECKPOINTS_DIR, JOURNAL_FILE
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Other jobs share the 2 cores: one thread is faster and steadier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
 
@@ -169,7 +180,8 @@ def test_limits_are_rejected_with_clear_4xx():
         assert code == 413 and "4000 bytes" in detail
         assert status("/v1/completions", {"prompt": "the dog", "max_tokens": 9}) == (
             400, "max_tokens 9 is over the limit 8")
-        assert status("/v1/completions", {"prompt": "the dog", "n": 3, "max_tokens": 2}) == (400, "n 3 is over the limit 2")
+        assert status("/v1/completions", {"prompt": "the dog", "n": 3, "max_tokens": 2}) == (
+            400, "n 3 is over the limit 2")
         code, detail = status("/v1/completions", {"prompt": "the " * 60, "max_tokens": 8})
         assert code == 400 and "64 positions" in detail
         assert status("/v1/completions", {"prompt": ""})[0] == 422
@@ -279,3 +291,225 @@ def test_replay_without_checkpoint_retrains_the_same_blocks(tmp_path):
     for name, layer in again.model.lora.items():
         for part, value in layer.blocks_state().items():
             assert value.equal(blocks[name][part]), (name, part)
+
+
+# ---- kill -9 ----------------------------------------------------------------------------------------
+# Importing torch + transformers takes ~10 s here, so a zygote imports once and forks each server; the
+# forked child is a separate process, loads the model and state from disk and is SIGKILLed like any.
+ZYGOTE = r"""
+import json, os, signal, sys, traceback
+import fastapi, torch, uvicorn
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+import melo.cli, melo.serve
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+print("ready", flush=True)
+for line in sys.stdin:
+    argv, log = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        code = 0
+        try:
+            melo.cli.main(argv)
+        except SystemExit as err:
+            code = err.code if isinstance(err.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    print(pid, flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Servers:
+    """Starts ``melo serve`` processes (forked by the zygote) on one 127.0.0.1 port."""
+
+    def __init__(self, argv: list[str], log: Path):
+        self.argv, self.log = argv, log
+        self.zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": "src"},
+                                       cwd=Path(__file__).resolve().parents[1])
+        assert self.zygote.stdout.readline().strip() == "ready"
+        self.pid: int | None = None
+
+    def start(self, url: str) -> None:
+        self.zygote.stdin.write(json.dumps([self.argv, str(self.log)]) + "\n")
+        self.zygote.stdin.flush()
+        self.pid = int(self.zygote.stdout.readline())
+        deadline = time.time() + 120
+        while True:
+            assert time.time() < deadline, self.log.read_text()
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                assert self.alive(), "server died on start:\n" + self.log.read_text()[-3000:]
+                time.sleep(0.05)
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+        deadline = time.time() + 60
+        while self.alive():
+            assert time.time() < deadline, f"server {self.pid} did not exit on signal {sig}"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        if self.pid is not None and self.alive():
+            self.stop(signal.SIGKILL)
+        self.zygote.stdin.close()
+        self.zygote.wait(timeout=30)
+
+
+class ClientModel:
+    """What the server must hold: every acknowledged op applied to a list of edit rows."""
+
+    def __init__(self):
+        self.rows: list[dict] = []  # id, prompt, target, block, revoked
+        self.n_blocks = 0
+
+    def edit(self, prompts, target, ack):
+        assert ack["ids"] == list(range(len(self.rows), len(self.rows) + len(prompts)))
+        assert ack["block"] == self.n_blocks
+        self.rows += [{"id": i, "prompt": p, "target": target, "block": ack["block"], "revoked": False}
+                      for i, p in zip(ack["ids"], prompts)]
+        self.n_blocks += 1
+
+    def revoke(self, edit_id):
+        self.rows[edit_id]["revoked"] = True
+
+    def rollback(self, n_blocks):
+        self.rows = [r for r in self.rows if r["block"] < n_blocks]
+        self.n_blocks = n_blocks
+
+
+def server_rows(url: str, headers: dict) -> list[dict]:
+    rows = httpx.get(url + "/v1/edits", headers=headers, timeout=30).json()["edits"]
+    return [{"id": r["id"], "prompt": r["prompt"], "target": r["target"], "block": r["block"],
+             "revoked": r["status"] == "revoked"} for r in rows]
+
+
+def test_every_acknowledged_op_survives_kill_9(tmp_path, model_dir):
+    rng = random.Random(0)
+    state = save_empty_adapter(tmp_path / "adapter", num_iter=30, lr_step=20)
+    port, token = free_port(), "kill-test-token"
+    url, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+    servers = Servers(["serve", "--model", str(model_dir), "--adapter", str(state), "--port", str(port),
+                       "--token", token, "--checkpoint-every", "3", "--threads", "1"], tmp_path / "server.log")
+    expected, counts = ClientModel(), {"kills": 0, "acked": 0, "in_flight_applied": 0, "in_flight_lost": 0,
+                                       "killed_mid_op": 0}
+    prompts = iter(dict.fromkeys(" ".join(rng.choice(WORDS[:120]) for _ in range(5)) for _ in range(500)))
+
+    def random_op() -> tuple[str, object]:
+        live = [r["id"] for r in expected.rows if not r["revoked"]]
+        roll = rng.random()
+        if live and roll < 0.3:
+            return "revoke", rng.choice(live)
+        if expected.n_blocks and roll < 0.4:
+            return "rollback", rng.randrange(expected.n_blocks)
+        return "edit", [next(prompts) for _ in range(rng.choice((1, 2)))]
+
+    def send(op, arg) -> httpx.Response:
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            if op == "edit":
+                return client.post("/v1/edits", json={"edits": [{"prompt": p, "target": "blue"} for p in arg]})
+            if op == "revoke":
+                return client.delete(f"/v1/edits/{arg}")
+            return client.post("/v1/rollback", json={"n_blocks": arg})
+
+    def acknowledge(op, arg, response) -> None:
+        assert response.status_code == 200, response.text
+        counts["acked"] += 1
+        if op == "edit":
+            expected.edit(arg, "blue", response.json())
+        else:
+            getattr(expected, op)(arg)
+
+    def settle(op, arg, got: list[dict]) -> None:
+        """An op without answer at the kill: applied or not, as long as it is all or nothing."""
+        before = len(expected.rows)
+        if op == "edit":
+            applied = [r["prompt"] for r in got[before:]] == arg
+            if applied:
+                expected.edit(arg, "blue", {"ids": [r["id"] for r in got[before:]], "block": expected.n_blocks})
+        elif op == "revoke":
+            applied = got[arg]["revoked"]
+            if applied:
+                expected.revoke(arg)
+        else:
+            applied = len(got) < before  # every block holds rows, so a rollback always drops some
+            if applied:
+                expected.rollback(arg)
+        counts["in_flight_applied" if applied else "in_flight_lost"] += 1
+
+    try:
+        in_flight = None
+        for round_ in range(22):
+            servers.start(url)
+            got = server_rows(url, headers)
+            if in_flight is not None:
+                settle(*in_flight, got)
+                in_flight = None
+            assert got == expected.rows, f"round {round_}"
+            assert httpx.get(url + "/v1/stats", headers=headers).json()["blocks"] == expected.n_blocks
+            for _ in range(rng.randrange(0, 3)):  # acknowledged ops before the kill
+                op, arg = random_op()
+                acknowledge(op, arg, send(op, arg))
+            op, arg = random_op()
+            box: dict = {}
+
+            def last_op():
+                try:
+                    box["response"] = send(op, arg)
+                except httpx.TransportError as err:  # the kill cut the connection: no acknowledgement
+                    box["error"] = err
+
+            thread = threading.Thread(target=last_op)
+            thread.start()
+            if rng.random() < 0.6:  # kill during the op (training, journaling or checkpointing)
+                time.sleep(rng.uniform(0, 0.25))
+            else:  # or after it, now or a little later
+                thread.join()
+                time.sleep(rng.choice((0, rng.uniform(0, 0.2))))
+            counts["killed_mid_op"] += thread.is_alive()
+            servers.stop(signal.SIGKILL)
+            counts["kills"] += 1
+            thread.join()
+            if "response" in box:
+                acknowledge(op, arg, box["response"])
+            else:
+                in_flight = (op, arg)
+
+        servers.start(url)  # the last in-flight op, then a clean shutdown (SIGTERM) and a last check
+        got = server_rows(url, headers)
+        if in_flight is not None:
+            settle(*in_flight, got)
+        assert got == expected.rows
+        servers.stop(signal.SIGTERM)
+        seq = json.loads((state / JOURNAL_FILE).read_text().splitlines()[-1])["seq"]
+        assert os.listdir(state / CHECKPOINTS_DIR) == [str(seq)]
+        servers.start(url)
+        assert server_rows(url, headers) == expected.rows
+        assert "replayed\": 0" in (tmp_path / "server.log").read_text().splitlines()[-1]
+    finally:
+        servers.close()
+    print(f"\nkill -9 test: {counts}, final edits {len(expected.rows)}, blocks {expected.n_blocks}")
+    assert counts["kills"] >= 20 and counts["acked"] >= 20
