@@ -158,6 +158,7 @@ def test_bearer_token_is_required_when_set():
         r = client.post("/v1/completions", json={"prompt": "the dog is"})
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert client.get("/v1/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/openapi.json").status_code == 404 and client.get("/docs").status_code == 404
 
 
 def test_serve_refuses_a_public_host_without_a_token(capsys, monkeypatch):

@@ -137,7 +137,8 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
         if scheme.lower() != "bearer" or not secrets.compare_digest(value.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="melo serve", lifespan=lifespan, dependencies=[Depends(authorized)])
+    docs = {} if token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}  # all behind auth
+    app = FastAPI(title="melo serve", lifespan=lifespan, dependencies=[Depends(authorized)], **docs)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     def check_sampling(req: SamplingRequest, prompt: str) -> tuple[int, list[str]]:
