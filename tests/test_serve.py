@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from conftest import EDIT_PROMPTS, UNRELATED, WORDS, make_gpt2, make_word_tokenizer, melo_config
+from conftest import EDIT_PROMPTS, UNRELATED, WORDS, make_bert_classifier, make_gpt2, make_word_tokenizer, melo_config
 from fastapi.testclient import TestClient
 
 import melo
@@ -256,6 +256,7 @@ def test_journal_replays_on_top_of_the_last_checkpoint(tmp_path):
     assert client.post("/v1/edits", json={"edits": [{"prompt": probes[3], "target": "blue"}]}).status_code == 200
     expected, answers = rows_of(client), [answer(client, p) for p in probes]
     crash(service)
+    assert [json.loads(line)["seq"] for line in (state / JOURNAL_FILE).read_text().splitlines()] == [5]
 
     service = open_service(state)
     assert (service.checkpoint_seq, service.replayed, service.seq) == (4, 1, 5)
@@ -263,12 +264,13 @@ def test_journal_replays_on_top_of_the_last_checkpoint(tmp_path):
         assert rows_of(client) == expected
         assert [answer(client, p) for p in probes] == answers
     assert sorted(os.listdir(state / CHECKPOINTS_DIR)) == ["5"]  # the clean shutdown's checkpoint
+    assert (state / JOURNAL_FILE).read_bytes() == b""  # checkpointed entries leave the journal
 
     with open(state / JOURNAL_FILE, "ab") as f:
         f.write(b'{"seq": 6, "op": "edit", "args": {"prom')  # torn append: never acknowledged
     service = open_service(state)
     assert (service.replayed, service.seq) == (0, 5)
-    assert (state / JOURNAL_FILE).read_bytes().endswith(b"}\n")
+    assert (state / JOURNAL_FILE).read_bytes() == b""
     with TestClient(create_app(service)) as client:
         assert rows_of(client) == expected
         assert [answer(client, p) for p in probes] == answers
@@ -292,6 +294,22 @@ def test_replay_without_checkpoint_retrains_the_same_blocks(tmp_path):
     for name, layer in again.model.lora.items():
         for part, value in layer.blocks_state().items():
             assert value.equal(blocks[name][part]), (name, part)
+
+
+def test_service_needs_an_adapter_or_preset_and_a_causal_lm(tmp_path):
+    with pytest.raises(melo.MeloConfigError, match="no saved adapter"):
+        EditService.open(make_gpt2(), make_word_tokenizer(), "x", tmp_path / "empty")
+    config = melo_config("bert")
+    model = melo.get_melo_model(make_bert_classifier(), config, tokenizer=make_word_tokenizer())
+    with pytest.raises(melo.MeloConfigError, match="causal language models"):
+        EditService(model, "bert")
+
+
+def test_a_corrupt_journal_line_stops_the_start(tmp_path):
+    state = save_empty_adapter(tmp_path / "adapter")
+    (state / JOURNAL_FILE).write_text('{"seq": 1, "op": "revoke", "args": {"ids": [0]}}\nnot json\n')
+    with pytest.raises(melo.MeloLoadError, match="line 2 is not JSON"):
+        open_service(state)
 
 
 # ---- kill -9 ----------------------------------------------------------------------------------------
@@ -504,9 +522,10 @@ def test_every_acknowledged_op_survives_kill_9(tmp_path, model_dir):
         if in_flight is not None:
             settle(*in_flight, got)
         assert got == expected.rows
+        seq = httpx.get(url + "/v1/stats", headers=headers).json()["journal_seq"]
         servers.stop(signal.SIGTERM)
-        seq = json.loads((state / JOURNAL_FILE).read_text().splitlines()[-1])["seq"]
         assert os.listdir(state / CHECKPOINTS_DIR) == [str(seq)]
+        assert (state / JOURNAL_FILE).read_bytes() == b""
         servers.start(url)
         assert server_rows(url, headers) == expected.rows
         assert "replayed\": 0" in (tmp_path / "server.log").read_text().splitlines()[-1]

@@ -6,7 +6,8 @@ Layout of the state folder::
     checkpoints/<seq>/       a saved adapter holding every op up to journal seq ``<seq>``
     checkpoints/.tmp-<seq>/  a checkpoint being written (renamed when complete, removed on start)
 
-A start loads the highest checkpoint and replays the journal entries after it. A crash in the middle
+A start loads the highest checkpoint and replays the journal entries after it; entries a checkpoint
+holds are then dropped from the journal (``compact``). A crash in the middle
 of an append leaves a last line without its newline: it was never acknowledged and is cut off.
 """
 
@@ -79,6 +80,21 @@ class Journal:
             view = view[os.write(self._fd, view):]
         os.fsync(self._fd)
         self.entries.append(entry)
+
+    def compact(self, through_seq: int) -> None:
+        """Drop the entries a checkpoint holds (seq <= ``through_seq``): the rest is written to a temp
+        file, fsynced and renamed over the journal; a crash leaves the old journal or the new one."""
+        keep = [e for e in self.entries if e["seq"] > through_seq]
+        tmp = self.path.with_name(f"{TMP_PREFIX}{JOURNAL_FILE}")
+        with open(tmp, "wb") as f:
+            f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in keep).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self.entries = keep
 
     def close(self) -> None:
         os.close(self._fd)

@@ -189,6 +189,7 @@ class EditService:
     def _checkpoint(self) -> None:
         write_checkpoint(self.model, self.state_dir, self.seq)
         self.checkpoint_seq = self.seq
+        self.journal.compact(self.seq)
 
     def _apply(self, op: str, args: dict[str, Any], replay: bool) -> dict[str, Any]:
         model = self.model
