@@ -89,6 +89,13 @@ def plot(args: argparse.Namespace) -> None:
         print(f"{name}: {path}")
 
 
+def serve(args: argparse.Namespace) -> None:
+    from .serve import serve as serve_model
+
+    serve_model(args.model, adapter=args.adapter, preset=args.preset, host=args.host, port=args.port,
+                token=args.token, checkpoint_every=args.checkpoint_every, threads=args.threads)
+
+
 def main(argv: list[str] | None = None) -> None:
     from . import __version__
 
@@ -167,6 +174,20 @@ def main(argv: list[str] | None = None) -> None:
     pl.add_argument("runs", nargs="+", help="run directories written by melo bench")
     pl.add_argument("--out", default=".", help="folder for metrics.png and router.png (default .)")
     pl.set_defaults(func=plot)
+
+    s = sub.add_parser("serve", help="serve completions and take edits over HTTP (OpenAI-shaped, durable)",
+                       description="Serve a causal LM with MELO edits: /v1/completions, /v1/chat/completions, "
+                                   "/v1/edits, /v1/rollback, /v1/stats. Edits are journaled in --adapter DIR.")
+    s.add_argument("--model", required=True, help="local HF folder, .gguf file or known name")
+    s.add_argument("--adapter", default=None, metavar="DIR",
+                   help="adapter + journal + checkpoints folder (its saved adapter gives router and targets)")
+    s.add_argument("--preset", default=None, choices=sorted(PRESETS), help="settings of a new adapter")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--token", default=None, help="bearer token (default $MELO_SERVE_TOKEN); needed off localhost")
+    s.add_argument("--checkpoint-every", type=_positive_int, default=20, help="checkpoint every N ops (default 20)")
+    s.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    s.set_defaults(func=serve)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -1,0 +1,277 @@
+"""FastAPI app of ``melo serve``: OpenAI-shaped completions plus edit management over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, model_validator
+
+from ..errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloError
+from .service import EditService, Limits, QueueFullError, ServiceFailedError, generate_text, render_chat
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+# ---- request / response models --------------------------------------------------------------------
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class SamplingRequest(BaseModel):
+    model: str | None = None  # accepted for OpenAI clients, ignored
+    max_tokens: int = Field(16, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    n: int = Field(1, ge=1)
+    stop: str | list[str] | None = None
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: str = Field(min_length=1)
+
+
+class ChatRequest(SamplingRequest):
+    messages: list[Message] = Field(min_length=1)
+
+
+class EditItem(BaseModel):
+    prompt: str | None = Field(None, min_length=1)
+    messages: list[Message] | None = Field(None, min_length=1)
+    target: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def one_prompt(self) -> "EditItem":
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt and messages")
+        return self
+
+
+class EditsRequest(BaseModel):
+    edits: list[EditItem] = Field(min_length=1)
+
+
+class RollbackRequest(BaseModel):
+    n_blocks: int = Field(ge=0)
+
+
+class EditsResponse(BaseModel):
+    ids: list[int]
+    block: int
+    added: int
+    expanded: int
+    conflicts: int
+    forgotten: list[int]
+
+
+class EditRow(BaseModel):
+    id: int
+    prompt: str
+    target: str
+    block: int
+    status: str
+    reason: str | None
+    created: float
+
+
+# ---- body size limit -------------------------------------------------------------------------------
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 before any endpoint reads it."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+                return await response(scope, receive, send)
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+# ---- app factory ------------------------------------------------------------------------------------
+def create_app(service: EditService, token: str | None = None) -> FastAPI:
+    """The app serving ``service``; with ``token`` every /v1 route needs ``Authorization: Bearer <token>``."""
+    limits = service.limits
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(service.close)
+
+    def authorized(request: Request) -> None:
+        if token is None or request.url.path == "/health":
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(value.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    docs = {} if token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}  # all behind auth
+    app = FastAPI(title="melo serve", lifespan=lifespan, dependencies=[Depends(authorized)], **docs)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    def check_sampling(req: SamplingRequest, prompt: str) -> tuple[int, list[str]]:
+        if req.max_tokens > limits.max_tokens:
+            raise HTTPException(400, f"max_tokens {req.max_tokens} is over the limit {limits.max_tokens}")
+        if req.n > limits.max_n:
+            raise HTTPException(400, f"n {req.n} is over the limit {limits.max_n}")
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        if len(stops) > limits.max_stop or not all(stops):
+            raise HTTPException(400, f"stop takes up to {limits.max_stop} non-empty strings")
+        n_prompt = len(service.tokenizer(prompt)["input_ids"])
+        if n_prompt == 0:
+            raise HTTPException(400, "the prompt tokenizes to no tokens")
+        room = service.max_positions
+        if room is not None and n_prompt + req.max_tokens > room:
+            raise HTTPException(400, f"prompt ({n_prompt} tokens) + max_tokens ({req.max_tokens}) is over the "
+                                     f"model's {room} positions")
+        return n_prompt, stops
+
+    def complete(req: SamplingRequest, prompt: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
+        n_prompt, stops = check_sampling(req, prompt)
+        sampling = {"do_sample": True, "temperature": req.temperature} if req.temperature > 0 else {"do_sample": False}
+        texts = generate_text(service.model, [prompt] * req.n, max_new_tokens=req.max_tokens, **sampling)
+        choices, n_completion = [], 0
+        for text in texts:
+            cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+            n_tokens = len(service.tokenizer(text, add_special_tokens=False)["input_ids"])
+            n_completion += n_tokens
+            if cut >= 0:
+                choices.append((text[:cut], "stop"))
+            else:
+                choices.append((text, "length" if n_tokens >= req.max_tokens else "stop"))
+        usage = {"prompt_tokens": n_prompt * req.n, "completion_tokens": n_completion,
+                 "total_tokens": n_prompt * req.n + n_completion}
+        return choices, usage
+
+    def envelope(kind: str, prefix: str) -> dict[str, Any]:
+        return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()),
+                "model": service.name}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok" if service.failure is None else "failed"}
+
+    @app.post("/v1/completions")
+    def completions(req: CompletionRequest) -> dict[str, Any]:
+        choices, usage = complete(req, req.prompt)
+        return {**envelope("text_completion", "cmpl"), "usage": usage,
+                "choices": [{"index": i, "text": t, "finish_reason": f} for i, (t, f) in enumerate(choices)]}
+
+    @app.post("/v1/chat/completions")
+    def chat_completions(req: ChatRequest) -> dict[str, Any]:
+        prompt = chat_prompt(req.messages)
+        choices, usage = complete(req, prompt)
+        return {**envelope("chat.completion", "chatcmpl"), "usage": usage,
+                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
+                            for i, (t, f) in enumerate(choices)]}
+
+    def chat_prompt(messages: list[Message]) -> str:
+        if not getattr(service.tokenizer, "chat_template", None):
+            raise HTTPException(400, f"model {service.name!r} has no chat template; use /v1/completions")
+        return render_chat(service.tokenizer, [m.model_dump() for m in messages])
+
+    async def run_op(op: str, args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            future = service.submit(op, args)
+        except QueueFullError as err:
+            raise HTTPException(429, str(err)) from err
+        except ServiceFailedError as err:
+            raise HTTPException(503, str(err)) from err
+        try:
+            return await asyncio.wrap_future(future)
+        except ServiceFailedError as err:
+            raise HTTPException(503, str(err)) from err
+        except MeloCapacityError as err:
+            raise HTTPException(409, str(err)) from err
+        except (MeloEditError, MeloConfigError) as err:
+            raise HTTPException(404 if op == "revoke" else 400, str(err)) from err
+        except MeloError as err:
+            raise HTTPException(400, str(err)) from err
+
+    @app.post("/v1/edits", response_model=EditsResponse)
+    async def add_edits(req: EditsRequest) -> dict[str, Any]:
+        if len(req.edits) > limits.max_edits_per_batch:
+            raise HTTPException(413, f"{len(req.edits)} edits in one batch; the limit is "
+                                     f"{limits.max_edits_per_batch}")
+        prompts = [e.prompt if e.prompt is not None else chat_prompt(e.messages) for e in req.edits]
+        return await run_op("edit", {"prompts": prompts, "targets": [e.target for e in req.edits]})
+
+    @app.get("/v1/edits")
+    def list_edits() -> dict[str, list[EditRow]]:
+        fields = EditRow.model_fields
+        return {"edits": [EditRow(**{k: row[k] for k in fields}) for row in service.model.edits()]}
+
+    @app.delete("/v1/edits/{edit_id}")
+    async def revoke_edit(edit_id: int) -> dict[str, Any]:
+        return await run_op("revoke", {"ids": [edit_id]})
+
+    @app.post("/v1/rollback")
+    async def rollback(req: RollbackRequest) -> dict[str, Any]:
+        return await run_op("rollback", {"n_blocks": req.n_blocks})
+
+    @app.get("/v1/stats")
+    def stats() -> dict[str, Any]:
+        return service.stats()
+
+    return app
+
+
+# ---- melo serve ------------------------------------------------------------------------------------
+def check_exposure(host: str, token: str | None) -> None:
+    if host not in LOCAL_HOSTS and not token:
+        raise MeloConfigError(f"binding to {host} needs a bearer token: pass --token or set MELO_SERVE_TOKEN")
+
+
+def serve(model: str, adapter: str | None = None, preset: str | None = None, host: str = "127.0.0.1",
+          port: int = 8000, token: str | None = None, checkpoint_every: int = 20, threads: int | None = None,
+          limits: Limits = Limits()) -> None:
+    """Load ``model`` and the adapter state in ``adapter``, then serve until interrupted."""
+    token = token or os.environ.get("MELO_SERVE_TOKEN") or None
+    check_exposure(host, token)
+    import torch
+    import uvicorn
+
+    from ..loading import load_model
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if adapter is None:
+        print("melo serve: no --adapter folder: edits are kept in memory only and lost on exit", flush=True)
+    base, tokenizer = load_model(model, progress=False)
+    service = EditService.open(base, tokenizer, Path(model).name or model, adapter, preset=preset,
+                               checkpoint_every=checkpoint_every, limits=limits)
+    print(json.dumps({"serving": model, "host": host, "port": port, "edits": len(service.model.records),
+                      "checkpoint_seq": service.checkpoint_seq, "replayed": service.replayed}), flush=True)
+    uvicorn.run(create_app(service, token), host=host, port=port, log_level="warning")
