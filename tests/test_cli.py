@@ -169,5 +169,6 @@ def test_load_task_reads_a_users_zsre_file(tmp_path):
               "loc": "nq question: where is paris", "loc_ans": "France", "subject": "Hamlet"}
     path = tmp_path / "mine.json"
     path.write_text(json.dumps([record]))
-    task = load_task("zsre", "/nonexistent-but-nq-needed" if False else None, target="alt", edits_file=path)
-    assert [(r.prompt, r.target, r.locality_answer) for r in task.edits] == [("Who wrote Hamlet?", "Tolstoy", "France")]
+    task = load_task("zsre", None, target="alt", edits_file=path)  # NQ upstream from the shared data
+    rows = [(r.prompt, r.target, r.locality_answer) for r in task.edits]
+    assert rows == [("Who wrote Hamlet?", "Tolstoy", "France")]

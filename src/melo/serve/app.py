@@ -16,8 +16,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
+from ..chat import Prompt, render
 from ..errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloError
-from .service import EditService, Limits, QueueFullError, ServiceFailedError, generate_text, render_chat
+from .service import EditService, Limits, QueueFullError, ServiceFailedError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -75,7 +76,7 @@ class EditsResponse(BaseModel):
 
 class EditRow(BaseModel):
     id: int
-    prompt: str
+    prompt: str | list[dict[str, str]]
     target: str
     block: int
     status: str
@@ -141,7 +142,7 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
     app = FastAPI(title="melo serve", lifespan=lifespan, dependencies=[Depends(authorized)], **docs)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
-    def check_sampling(req: SamplingRequest, prompt: str) -> tuple[int, list[str]]:
+    def check_sampling(req: SamplingRequest, prompt: Prompt) -> tuple[int, list[str]]:
         if req.max_tokens > limits.max_tokens:
             raise HTTPException(400, f"max_tokens {req.max_tokens} is over the limit {limits.max_tokens}")
         if req.n > limits.max_n:
@@ -149,7 +150,8 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if len(stops) > limits.max_stop or not all(stops):
             raise HTTPException(400, f"stop takes up to {limits.max_stop} non-empty strings")
-        n_prompt = len(service.tokenizer(prompt)["input_ids"])
+        text = prompt if isinstance(prompt, str) else render(service.tokenizer, [prompt])[0][0]
+        n_prompt = len(service.tokenizer(text)["input_ids"])
         if n_prompt == 0:
             raise HTTPException(400, "the prompt tokenizes to no tokens")
         room = service.max_positions
@@ -158,10 +160,13 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
                                      f"model's {room} positions")
         return n_prompt, stops
 
-    def complete(req: SamplingRequest, prompt: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    def complete(req: SamplingRequest, prompt: Prompt) -> tuple[list[tuple[str, str]], dict[str, int]]:
         n_prompt, stops = check_sampling(req, prompt)
         sampling = {"do_sample": True, "temperature": req.temperature} if req.temperature > 0 else {"do_sample": False}
-        texts = generate_text(service.model, [prompt] * req.n, max_new_tokens=req.max_tokens, **sampling)
+        try:
+            texts = service.model.generate_text([prompt] * req.n, max_new_tokens=req.max_tokens, **sampling)
+        except MeloError as err:
+            raise HTTPException(400, str(err)) from err
         choices, n_completion = [], 0
         for text in texts:
             cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
@@ -191,16 +196,16 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     def chat_completions(req: ChatRequest) -> dict[str, Any]:
-        prompt = chat_prompt(req.messages)
-        choices, usage = complete(req, prompt)
+        choices, usage = complete(req, chat_messages(req.messages))
         return {**envelope("chat.completion", "chatcmpl"), "usage": usage,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
                             for i, (t, f) in enumerate(choices)]}
 
-    def chat_prompt(messages: list[Message]) -> str:
+    def chat_messages(messages: list[Message]) -> list[dict[str, str]]:
+        """Messages as MeloModel takes them (rendered through the chat template, keyed on the user's text)."""
         if not getattr(service.tokenizer, "chat_template", None):
             raise HTTPException(400, f"model {service.name!r} has no chat template; use /v1/completions")
-        return render_chat(service.tokenizer, [m.model_dump() for m in messages])
+        return [m.model_dump() for m in messages]
 
     async def run_op(op: str, args: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -225,7 +230,7 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
         if len(req.edits) > limits.max_edits_per_batch:
             raise HTTPException(413, f"{len(req.edits)} edits in one batch; the limit is "
                                      f"{limits.max_edits_per_batch}")
-        prompts = [e.prompt if e.prompt is not None else chat_prompt(e.messages) for e in req.edits]
+        prompts = [e.prompt if e.prompt is not None else chat_messages(e.messages) for e in req.edits]
         return await run_op("edit", {"prompts": prompts, "targets": [e.target for e in req.edits]})
 
     @app.get("/v1/edits")

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import MeloConfigError, MeloError, MeloLoadError
 from ..model import MeloModel, get_melo_model
@@ -41,22 +41,6 @@ class QueueFullError(MeloError):
 
 class ServiceFailedError(MeloError):
     """A journal write failed: the model may hold an unrecorded op, so no further op is accepted."""
-
-
-def generate_text(model: MeloModel, prompts: Sequence[str], max_new_tokens: int = 16, **generate_kwargs: Any
-                  ) -> list[str]:
-    """Continuations of plain-string prompts (stand-in for MeloModel.generate_text until it lands)."""
-    tok = model.tokenizer
-    enc = tok(list(prompts), padding=True, padding_side="left", return_tensors="pt")
-    out = model.generate(input_ids=enc["input_ids"].to(model.device),
-                         attention_mask=enc["attention_mask"].to(model.device),
-                         max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **generate_kwargs)
-    return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
-def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The prompt text of a chat, ready for the assistant's turn."""
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 class EditService:
