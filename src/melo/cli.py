@@ -113,7 +113,7 @@ def export(args: argparse.Namespace) -> None:
     from .export import export_peft
 
     manifest = export_peft(args.adapter, args.peft)
-    print(f"exported blocks {', '.join(manifest['blocks'].values()) or '(none)'} and the router to {args.peft}")
+    print(f"exported blocks {', '.join(manifest['adapters'].values()) or '(none)'} and the router to {args.peft}")
 
 
 def main(argv: list[str] | None = None) -> None:
