@@ -1,4 +1,5 @@
-"""Command line: ``melo run`` (demo), ``melo bench`` (experiments), ``melo compare`` / ``melo plot``."""
+"""Command line: ``melo run`` (demo), ``melo bench`` (experiments), ``melo compare`` / ``melo plot``,
+``melo edits`` (manage a saved adapter), ``melo export`` (PEFT adapters + router)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,35 @@ def serve(args: argparse.Namespace) -> None:
                 token=args.token, checkpoint_every=args.checkpoint_every, threads=args.threads)
 
 
+def edits(args: argparse.Namespace) -> None:
+    import json
+
+    from .manage import list_saved_edits, revoke_saved, rollback_saved
+
+    if args.action == "revoke":
+        revoke_saved(args.adapter, args.ids)
+        print(f"revoked edits {', '.join(map(str, args.ids))} in {args.adapter}")
+    elif args.action == "rollback":
+        rollback_saved(args.adapter, args.n)
+        print(f"rolled {args.adapter} back to its first {args.n} blocks")
+    elif args.json:
+        print(json.dumps(list_saved_edits(args.adapter), indent=1))
+    else:
+        rows = [("id", "block", "status", "reason", "prompt -> target")]
+        rows += [(str(r["id"]), str(r["block"]), r["status"], r["reason"] or "-", f"{r['prompt']} -> {r['target']}")
+                 for r in list_saved_edits(args.adapter)]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
+
+
+def export(args: argparse.Namespace) -> None:
+    from .export import export_peft
+
+    manifest = export_peft(args.adapter, args.peft)
+    print(f"exported blocks {', '.join(manifest['adapters'].values()) or '(none)'} and the router to {args.peft}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from . import __version__
 
@@ -188,6 +218,23 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--checkpoint-every", type=_positive_int, default=20, help="checkpoint every N ops (default 20)")
     s.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     s.set_defaults(func=serve)
+    e = sub.add_parser("edits", help="list, revoke or roll back the edits of a saved adapter (no base model needed)")
+    es = e.add_subparsers(dest="action", required=True)
+    el = es.add_parser("list", help="a table of edits: id, block, status, reason, prompt -> target")
+    el.add_argument("adapter", metavar="ADAPTER_DIR")
+    el.add_argument("--json", action="store_true", help="print the rows as JSON")
+    er = es.add_parser("revoke", help="take edits out (all or nothing); the adapter is rewritten atomically")
+    er.add_argument("adapter", metavar="ADAPTER_DIR")
+    er.add_argument("ids", metavar="ID", type=int, nargs="+")
+    eb = es.add_parser("rollback", help="keep only the first N edit blocks")
+    eb.add_argument("adapter", metavar="ADAPTER_DIR")
+    eb.add_argument("n", metavar="N", type=int)
+    e.set_defaults(func=edits)
+
+    x = sub.add_parser("export", help="each block as a PEFT LoRA adapter, plus a standalone router (melo_router.py)")
+    x.add_argument("adapter", metavar="ADAPTER_DIR")
+    x.add_argument("--peft", required=True, metavar="OUT", help="new folder to write the export to")
+    x.set_defaults(func=export)
     args = parser.parse_args(argv)
     try:
         args.func(args)

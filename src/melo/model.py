@@ -22,7 +22,7 @@ from .editor import Editor, EditResult, frozen, train_steps
 from .encoders import SentenceEncoder
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
-from .manage import edit_rows
+from .manage import check_edit_ids, check_rollback, edit_rows
 from .nethook import check_in_encoder, first_tensor, named_module, resolve_targets, supported_features, trace
 from .prefix import frozen_prefix, head_at, next_token_targets, replay_outputs
 from .router import Router, VectorDatabase
@@ -240,8 +240,7 @@ class MeloModel(Editor):
         """Undo every edit batch after the first ``n_blocks``: the model equals, bit for bit, one
         that only ever made those batches (revoked edits among them stay revoked)."""
         with self._edit_lock:
-            if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or not 0 <= n_blocks <= self.n_blocks:
-                raise MeloEditError(f"rollback to {n_blocks!r} blocks: expected an int from 0 to {self.n_blocks}")
+            check_rollback(n_blocks, self.n_blocks)
             db = self.db.rolled_back(n_blocks)
             for layer in self.lora.values():
                 layer.truncate(n_blocks)
@@ -249,12 +248,7 @@ class MeloModel(Editor):
             self.records = self.records[: db.n_keys]
 
     def _known_ids(self, edit_ids: Sequence[int]) -> list[int]:
-        if isinstance(edit_ids, (int, str)) or not edit_ids:
-            raise MeloEditError(f"edit ids must be a non-empty list of ints, got {edit_ids!r}")
-        bad = [i for i in edit_ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.records)]
-        if bad:
-            raise MeloEditError(f"unknown edit id {bad[0]!r} (ids run from 0 to {len(self.records) - 1})")
-        return list(edit_ids)
+        return check_edit_ids(edit_ids, len(self.records))
 
     def live_blocks(self) -> list[int]:
         """Blocks that at least one live edit routes to."""
