@@ -135,3 +135,13 @@ def test_export_refuses_an_existing_folder_and_cli_exits_2(exported, tmp_path, c
     assert "block-0, block-1, block-2" in capsys.readouterr().out
     assert (tmp_path / "cli" / "router.json").read_bytes() == (out / "router.json").read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == ["cli"]  # no temporary folder left behind
+
+
+def test_export_refuses_routers_it_cannot_reproduce(tmp_path, word_tokenizer):
+    config = melo_config("gpt2", num_iter=2, key_pooling="mean", key_sink_ratio=8.0)
+    model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), config, tokenizer=word_tokenizer)
+    model.edit(["the capital of france is"], ["rome"])
+    model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(MeloExportError, match="key_sink_ratio=8.0"):
+        export_peft(tmp_path / "adapter", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -152,6 +152,12 @@ def export_peft(directory: str | os.PathLike, out: str | os.PathLike,
     if out.exists():
         raise MeloExportError(f"{os.fspath(out)!r} already exists: export writes a new folder")
     adapter = SavedAdapter(directory)
+    unsupported = [f"{name}={value!r}" for name, value in (("key_encoder", adapter.config.key_encoder),
+                                                         ("key_sink_ratio", adapter.config.key_sink_ratio))
+                   if value is not None]
+    if unsupported:
+        raise MeloExportError(f"the exported router computes hidden-state keys without sink rule; this adapter "
+                              f"has {', '.join(unsupported)}, which the export does not support yet")
     files, manifest = export_files(adapter, base_model)
     _write_tree(out, files)
     return manifest
