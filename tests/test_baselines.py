@@ -9,8 +9,9 @@ from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, mel
 
 import melo
 from melo.baselines import load_baseline, make_baseline
+from melo.baselines.codebook import SPLIT_EPS, Codebook
 from melo.baselines.finetune import FinetuneEditor, LoraEditor
-from melo.baselines.grace import SPLIT_EPS, Codebook, GraceEditor
+from melo.baselines.grace import GraceEditor
 from melo.persistence import adapter_files
 
 FAMILIES = ["gpt2", "t5", "bert"]

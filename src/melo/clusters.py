@@ -181,7 +181,7 @@ def _remove_empty_clusters(db) -> None:
     db.labels = [label for label, k in zip(db.labels, keep.tolist()) if k]
 
 
-def revoke(db, ids: list[int]) -> None:
+def revoke_keys(db, ids: list[int]) -> None:
     """Take edits ``ids`` out of ``db`` in place. A cluster left empty is removed; one that keeps
     members is refit by the expand rule (centre = mean, radius = max(spread + eps, init_radius))
     unless the refit ball would hold another cluster's live key, in which case it stays as it was.

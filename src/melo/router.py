@@ -24,8 +24,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from . import clusters
-from .clusters import EPS, UpdateReport  # noqa: F401  (EPS and UpdateReport are part of this module's API)
+from .clusters import EPS, UpdateReport, apply_batch, revoke_keys  # noqa: F401  (EPS: part of this module's API)
 from .errors import MeloConfigError, MeloLoadError
 from .nethook import CallContext, StopForward, first_tensor, run_prompt
 
@@ -179,15 +178,15 @@ class VectorDatabase:
     def updated(self, keys: torch.Tensor, labels: list[Label], block: int) -> tuple["VectorDatabase", UpdateReport]:
         """A new database with one edit batch applied (this one is left unchanged)."""
         db = self.clone()
-        report = clusters.apply_batch(db, keys.detach().float().to(self.device), [tuple(x) for x in labels], block)
+        report = apply_batch(db, keys.detach().float().to(self.device), [tuple(x) for x in labels], block)
         db.history.append(["batch", block])
         db._index = None
         return db, report
 
     def revoked(self, ids: list[int]) -> "VectorDatabase":
-        """A new database without edits ``ids`` (see ``clusters.revoke``)."""
+        """A new database without edits ``ids`` (see ``clusters.revoke_keys``)."""
         db = self.clone()
-        clusters.revoke(db, ids)
+        revoke_keys(db, ids)
         db.history.append(["revoke", sorted(set(ids))])
         return db
 

@@ -20,8 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..presets import PRESETS
-from . import cache
-from .cache import base_model_path, cache_dir, quiet_transformers
+from .cache import base_model_path, cache_dir, quiet_transformers, save_cached
+from .cache import cached_info as cached_info_in
+from .cache import load_or_train as load_or_train_cached
 from .training import length_batches
 
 NAME = "minilm-qa"
@@ -278,7 +279,7 @@ def load_saved(directory: Path):
 
 def cached_info() -> dict[str, Any] | None:
     """The JSON saved with the cached model (settings, seed, figures, time), or None."""
-    return cache.cached_info(cache_path())
+    return cached_info_in(cache_path())
 
 
 def load_training_data(data_dir: Any = None, n_train: int | None = None):
@@ -320,7 +321,7 @@ def train_and_save(directory: Path, data_dir: Any = None, settings: dict[str, An
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    cache.save_cached(directory, model, tokenizer, info)
+    save_cached(directory, model, tokenizer, info)
     if progress:
         print(f"{NAME}: train F1 {info['train_f1']:.3f} (tokenized answers {info['train_f1_tokenized']:.3f}), "
               f"EM {info['train_em']:.3f}, {info['seconds']:.0f} s; cached in {directory}")
@@ -329,6 +330,6 @@ def train_and_save(directory: Path, data_dir: Any = None, settings: dict[str, An
 
 def load_or_train(data_dir: Any = None, progress: bool = True):
     """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
-    model, tokenizer, _ = cache.load_or_train(cache_path(), VERSION, SETTINGS, load_saved,
+    model, tokenizer, _ = load_or_train_cached(cache_path(), VERSION, SETTINGS, load_saved,
                                               lambda directory: train_and_save(directory, data_dir, None, progress))
     return model, tokenizer

@@ -17,8 +17,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..presets import PRESETS
-from . import cache
-from .cache import base_model_path, cache_dir, quiet_transformers
+from .cache import base_model_path, cache_dir, quiet_transformers, save_cached
+from .cache import cached_info as cached_info_in
+from .cache import load_or_train as load_or_train_cached
 from .training import environment, length_batches, seed_everything, train_top_layers
 
 NAME = "minilm-scotus"
@@ -103,7 +104,7 @@ def load_saved(directory: Path):
 
 def cached_info() -> dict[str, Any] | None:
     """The JSON saved with the cached model (settings, seed, figures, time), or None."""
-    return cache.cached_info(cache_path())
+    return cached_info_in(cache_path())
 
 
 def load_data(data_dir: Any = None):
@@ -115,7 +116,7 @@ def load_data(data_dir: Any = None):
 
 def load_or_train(data_dir: Any = None, progress: bool = True):
     """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
-    model, tokenizer, _ = cache.load_or_train(cache_path(), VERSION, SETTINGS, load_saved,
+    model, tokenizer, _ = load_or_train_cached(cache_path(), VERSION, SETTINGS, load_saved,
                                               lambda directory: train_and_save(directory, data_dir, progress))
     return model, tokenizer
 
@@ -150,7 +151,7 @@ def train_and_save(directory: Path, data_dir: Any = None, progress: bool = True)
         **stats,
         **environment(),
     }
-    cache.save_cached(directory, model, tokenizer, info)
+    save_cached(directory, model, tokenizer, info)
     if progress:
         print(f"{NAME}: upstream accuracy {info['upstream_accuracy']:.3f}, edit-set accuracy "
               f"{info['edit_accuracy']:.3f} ({wrong} errors), {info['seconds']:.0f} s; cached in {directory}")
