@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from .errors import MeloDataError, MeloError
+from .errors import MeloConfigError, MeloDataError, MeloError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,7 +91,10 @@ def plot(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from .serve import serve as serve_model
+    try:
+        from .serve import serve as serve_model
+    except ModuleNotFoundError as err:
+        raise MeloConfigError(f"melo serve needs {err.name}: pip install 'melo[serve]'") from err
 
     serve_model(args.model, adapter=args.adapter, preset=args.preset, host=args.host, port=args.port,
                 token=args.token, checkpoint_every=args.checkpoint_every, threads=args.threads)
