@@ -28,7 +28,7 @@ from safetensors.torch import save as save_safetensors
 
 from .errors import MeloError, MeloLoadError
 from .manage import SavedAdapter
-from .persistence import _fsync_dir
+from .persistence import fsync_dir
 from .router import CANDIDATES
 
 ROUTER_FORMAT = "melo-router"  # keep in step with melo_router.py
@@ -131,14 +131,14 @@ def _write_tree(out: Path, files: dict[str, bytes]) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         for folder in {(tmp / rel).parent for rel in files}:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         if out.exists():  # checked again: another process may have made it meanwhile
             raise MeloExportError(f"{os.fspath(out)!r} already exists: export writes a new folder")
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp)
         raise
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
 def export_peft(directory: str | os.PathLike, out: str | os.PathLike,

@@ -52,7 +52,7 @@ def tensors_file_name(sha256: str) -> str:
 
 
 # ---- writing ------------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -76,7 +76,7 @@ def _write_durably(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextmanager
@@ -121,7 +121,7 @@ def write_adapter(directory: str | os.PathLike, tensors: dict[str, torch.Tensor]
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     if created:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     data = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     digest = hashlib.sha256(data).hexdigest()
     name = tensors_file_name(digest)

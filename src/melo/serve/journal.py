@@ -20,19 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MeloLoadError
+from ..persistence import fsync_dir
 
 JOURNAL_FILE = "journal.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 TMP_PREFIX = ".tmp-"
 OPS = ("edit", "revoke", "rollback")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
