@@ -169,6 +169,8 @@ def test_load_task_reads_a_users_zsre_file(tmp_path):
               "loc": "nq question: where is paris", "loc_ans": "France", "subject": "Hamlet"}
     path = tmp_path / "mine.json"
     path.write_text(json.dumps([record]))
-    task = load_task("zsre", None, target="alt", edits_file=path)  # NQ upstream from the shared data
+    (tmp_path / "nq").mkdir()
+    (tmp_path / "nq" / "NQ-open.dev.jsonl").write_text(json.dumps({"question": "who is it", "answer": ["me"]}) + "\n")
+    task = load_task("zsre", tmp_path, target="alt", edits_file=path)  # upstream NQ from the data dir
     rows = [(r.prompt, r.target, r.locality_answer) for r in task.edits]
     assert rows == [("Who wrote Hamlet?", "Tolstoy", "France")]
