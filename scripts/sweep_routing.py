@@ -26,6 +26,9 @@ raw text. Pooled keys are cached under ``--cache-dir`` so reruns only redo the a
 
     MELO_CACHE=/tmp/mc PYTHONPATH=src python scripts/sweep_routing.py --data-dir /work/shared/data --n 1000
 
+(``melo.loading.load_model`` must be importable; until branch ``loading`` is merged, point PYTHONPATH at
+its worktree's ``src``.)
+
 The templated forward shares the constant prefix (system prompt + ``<|im_start|>user\\n``) through a
 KV cache computed once; ``--check`` verifies on a few prompts that this equals the full forward.
 Padding is on the right and no attention mask is passed: with causal attention a real token never
@@ -60,7 +63,7 @@ class _Stop(Exception):
 def load_texts(data_dir: Path, n: int) -> dict[str, dict[str, list[str]]]:
     zs = json.loads((data_dir / "zsre" / "zsre_mend_edit.json").read_text())[:n]
     cf = json.loads((data_dir / "counterfact" / "counterfact-train.json").read_text())[:n]
-    strip = lambda s: s[len(NQ_PREFIX):] if s.startswith(NQ_PREFIX) else s  # noqa: E731
+    strip = lambda s: s.removeprefix(NQ_PREFIX)
     return {
         "zsre": {
             "edit": [r["src"] for r in zs],
@@ -247,7 +250,7 @@ def minilm_keys(texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
         with torch.no_grad():
             h = model(**enc).last_hidden_state
         m = enc["attention_mask"].unsqueeze(-1).float()
-        out.append(((h * m).sum(1) / m.sum(1)))
+        out.append((h * m).sum(1) / m.sum(1))
         secs += time.perf_counter() - t0
     return torch.cat(out)[np.argsort(order)].numpy(), secs
 
@@ -368,7 +371,9 @@ def report(arrays: dict, meta: dict, args) -> None:
     results = {}
     rows = []
     for src in _sources(arrays):
-        g = lambda ds, f: arrays[f"{ds}/{f}/{src}"]  # noqa: E731
+        def g(ds: str, f: str, src: str = src) -> np.ndarray:
+            return arrays[f"{ds}/{f}/{src}"]
+
         res = {}
         for size in (n, ns):
             zs = route_stats(g("zsre", "edit")[:size], g("zsre", "rephrase")[:size],
