@@ -24,10 +24,7 @@ Key sources: the output of SmolLM2 decoder layer L (forward hook, the forward st
 all L2-normalised; and ``minilm`` (all-MiniLM-L6-v2, mean over the attention mask, normalised) on the
 raw text. Pooled keys are cached under ``--cache-dir`` so reruns only redo the analysis.
 
-    MELO_CACHE=/tmp/mc PYTHONPATH=src python scripts/sweep_routing.py --data-dir /work/shared/data --n 1000
-
-(``melo.loading.load_model`` must be importable; until branch ``loading`` is merged, point PYTHONPATH at
-its worktree's ``src``.)
+    python scripts/sweep_routing.py --data-dir ../shared/data --n 1000
 
 The templated forward shares the constant prefix (system prompt + ``<|im_start|>user\\n``) through a
 KV cache computed once; ``--check`` verifies on a few prompts that this equals the full forward.
@@ -63,7 +60,9 @@ class _Stop(Exception):
 def load_texts(data_dir: Path, n: int) -> dict[str, dict[str, list[str]]]:
     zs = json.loads((data_dir / "zsre" / "zsre_mend_edit.json").read_text())[:n]
     cf = json.loads((data_dir / "counterfact" / "counterfact-train.json").read_text())[:n]
-    strip = lambda s: s.removeprefix(NQ_PREFIX)
+    def strip(s: str) -> str:
+        return s.removeprefix(NQ_PREFIX)
+
     return {
         "zsre": {
             "edit": [r["src"] for r in zs],
