@@ -436,7 +436,8 @@ def print_tables(rows: list[dict], meta: dict, args) -> None:
               f"| {_p(r['zs_nq'])} | {_p(r['cf_own'])} | {_p(r['cf_reach'])} | {_p(r['cf_gen'])} | {_p(r['cf_nb'])} "
               f"| {_p(r['cf_nq'])} |")
     print(f"\n### Routing at N={ns} (first {ns} records stored; all {n} controls)\n")
-    print("| source | r (picked at N=" + str(ns) + ") | zsRE own-nearest | zsRE fact-nearest | zsRE gen | zsRE fact gen "
+    print("| source | r (picked at N=" + str(ns) + ") | zsRE own-nearest | zsRE fact-nearest | zsRE gen "
+          "| zsRE fact gen "
           "| NQ leak | CF own-nearest | CF gen "
           "| CF nbhd leak | zsRE gen @N=" + str(n) + " r | NQ leak @that r | CF gen @that r | CF nbhd leak @that r |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
