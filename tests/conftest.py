@@ -225,3 +225,12 @@ def edit_targets(family, model, tokenizer, prompts=EDIT_PROMPTS):
     with torch.no_grad():
         pred = model(**tokenizer(list(prompts), padding=True, return_tensors="pt")).logits.argmax(-1)
     return [int(p + 1) % model.config.num_labels for p in pred.tolist()]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny forwards on a shared 2-core machine: one thread is faster and steadier than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,14 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 import melo
 from melo.persistence import META_FILE, read_adapter, write_adapter
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny forwards on a shared 2-core machine: one thread is ~20x faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def edited_model(family, tok, **overrides):

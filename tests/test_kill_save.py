@@ -25,17 +25,11 @@ def probe_logits(model, tok):
         return model(**enc).logits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny forwards on a shared 2-core machine: one thread is ~20x faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def states(one_thread, word_tokenizer):
+def states(one_torch_thread, word_tokenizer):
     """Two complete models: 2 edits in 2 blocks, and 3 edits in 3 blocks."""
     made = []
     for prompts in (EDIT_PROMPTS, EDIT_PROMPTS + ["what color is the sky"]):

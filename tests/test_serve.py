@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from conftest import EDIT_PROMPTS, UNRELATED, WORDS, make_bert_classifier, make_gpt2, make_word_tokenizer, melo_config
 from fastapi.testclient import TestClient
 
@@ -25,14 +24,7 @@ from melo.cli import main
 from melo.serve import EditService, Limits, create_app
 from melo.serve.journal import CHECKPOINTS_DIR, JOURNAL_FILE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Other jobs share the 2 cores: one thread is faster and steadier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
