@@ -53,6 +53,8 @@ BAD_FIELDS = [
     ("max_blocks", "10", "max_blocks must be an integer"),
     ("key_pooling", "max", "key_pooling 'max'"),
     ("key_pooling", None, "key_pooling None"),
+    ("conflict_rule", "shrink", "conflict_rule 'shrink'"),
+    ("conflict_rule", None, "conflict_rule None"),
     ("normalize_keys", 1, "normalize_keys must be True or False, got 1"),
     ("normalize_keys", "yes", "normalize_keys must be True or False"),
     ("target_prefix", None, "target_prefix must be a string, got None"),

@@ -66,6 +66,20 @@ def test_conflict_splits_the_radius_and_lists_forgotten_edits():
     assert db.lookup(db.keys).tolist() == [0, 0, 1, 1]  # the forgotten key now falls to the new label
 
 
+def test_nearest_rule_keeps_both_balls_whole():
+    first = [([0.0, 0.0], 1), ([0.2, 0.0], 1), ([0.7, 0.0], 1)]  # one cluster, centre 0.3, radius 0.5
+    db = VectorDatabase(2, 0.5, conflict_rule="nearest")
+    for block, batch in enumerate([first, [([1.2, 0.0], 2)]]):
+        db, report = db.updated(torch.tensor([k for k, _ in batch]), [(label,) for _, label in batch], block)
+    assert report.conflicts == 1 and db.n_conflicts == 1 and db.forgotten == {}
+    assert db.radii.tolist() == pytest.approx([0.5, 0.5])
+    assert db.lookup(db.keys).tolist() == [0, 0, 0, 1]
+    # the split rule would cut both balls at d/2 = 0.45: queries on their far sides stay routed,
+    # and between the centres the nearer one decides
+    far = torch.tensor([[-0.17, 0.0], [1.67, 0.0], [0.72, 0.0], [0.8, 0.0]])
+    assert db.lookup(far).tolist() == [0, 1, 0, 1]
+
+
 def test_labels_compare_exact_token_ids_not_sums():
     db = VectorDatabase(2, 0.5)
     db, _ = db.updated(torch.tensor([[0.0, 0.0]]), [(1, 4)], 0)
@@ -122,10 +136,11 @@ edit = st.tuples(st.tuples(grid, grid), st.integers(0, 2))
 batches = st.lists(st.lists(edit, min_size=1, max_size=4), min_size=1, max_size=8)
 
 
+@pytest.mark.parametrize("rule", ["split", "nearest"])
 @settings(max_examples=150, deadline=None)
-@given(batches, st.lists(st.tuples(grid, grid), min_size=1, max_size=6))
-def test_every_live_edit_key_routes_to_its_own_block(batches, queries):
-    db = VectorDatabase(2, 0.5)
+@given(batches=batches, queries=st.lists(st.tuples(grid, grid), min_size=1, max_size=6))
+def test_every_live_edit_key_routes_to_its_own_block(rule, batches, queries):
+    db = VectorDatabase(2, 0.5, conflict_rule=rule)
     for block, batch in enumerate(batches):
         keys = torch.tensor([k for k, _ in batch], dtype=torch.float32)
         db, report = db.updated(keys, [(label,) for _, label in batch], block)
@@ -163,12 +178,13 @@ def test_identical_keys_with_different_targets_in_one_batch_keep_the_last():
     assert db.lookup(key[:1]).tolist() == [1]
 
 
+@pytest.mark.parametrize("rule", ["split", "nearest"])
 @settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_duplicates_and_exact_centres_are_never_all_lost(data):
+@given(data=st.data())
+def test_duplicates_and_exact_centres_are_never_all_lost(rule, data):
     """Batches that repeat keys and reuse exact centres: the last edit of a repeated key wins,
     earlier ones of that batch are superseded, and every live key still routes to its own block."""
-    db = VectorDatabase(2, 0.5)
+    db = VectorDatabase(2, 0.5, conflict_rule=rule)
     for block in range(data.draw(st.integers(1, 6))):
         pool = [tuple(c) for c in db.centres.float().tolist()] + data.draw(st.lists(st.tuples(grid, grid),
                                                                                     min_size=1, max_size=3))

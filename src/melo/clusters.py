@@ -6,8 +6,13 @@ Applied key by key, in order (nearest centre ``j`` at distance ``d``):
 * expand:   nearest cluster has the same label: centre = mean of members, radius =
             max(member distance to centre + eps, init_radius) (eps keeps the farthest member off
             the boundary, where float noise from batch padding would flip it in and out);
-* conflict: different label: new cluster at the key with radius ``d/2 + eps``, old radius
-            ``d/2 - eps``; old members now outside it are forgotten (kept in the edit list).
+* conflict: different label. Rule "split" (the paper): new cluster at the key with radius
+            ``d/2 + eps``, old radius ``d/2 - eps``; old members now outside it are forgotten (kept
+            in the edit list). Rule "nearest": new cluster at the key with ``init_radius``, the old
+            one unchanged. The lookup already sends a query inside several balls to the nearest
+            centre, so overlapping balls are not ambiguous; the split only shrinks both balls on
+            their far sides too, which loses paraphrases and, through forgotten members, edits
+            (docs/smollm2-routing.md). A key on the old centre is split as by the paper.
 
 Only clusters with live members are candidates. A key identical to a later key of the same batch
 with another label is "superseded" before the rules run: the last edit of a prompt wins. After a batch, a ball that
@@ -76,11 +81,14 @@ def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> Upda
             changed.add(j)
             report.expanded += 1
         else:
+            db.n_conflicts += 1
+            report.conflicts += 1
+            if db.conflict_rule == "nearest" and d > 2 * EPS:  # a key on the old centre: split
+                changed.add(_add_cluster(db, idx, db.init_radius, label))
+                continue
             db.radii[j] = min(float(db.radii[j]), d / 2 - EPS)
             changed.add(j)
             changed.add(_add_cluster(db, idx, d / 2 + EPS, label))
-            db.n_conflicts += 1
-            report.conflicts += 1
             _drop_outside(db, [j], "conflict", report)
     _separate(db, sorted(changed), torch.arange(start, db.n_keys, device=dev), report)
     _remove_empty_clusters(db)

@@ -14,6 +14,7 @@ from .errors import MeloConfigError
 
 TASKS = ("causal_lm", "seq2seq", "classification")
 POOLINGS = ("last", "mean", "first")
+CONFLICT_RULES = ("split", "nearest")  # melo.clusters
 MAX_SEED = 2**32  # edit() seeds block t with seed * 1_000_003 + t: keep it within 64 bits
 
 
@@ -86,6 +87,7 @@ class MeloConfig:
     router_layer: str
     block_rank: int = 2
     init_radius: float = 0.5
+    conflict_rule: str = "split"  # "split" (the paper) or "nearest": see melo.clusters
     edit_lr: float = 1e-3
     num_iter: int = 50
     lr_step: int = 30
@@ -122,6 +124,8 @@ class MeloConfig:
         self.lr_gamma = _checked_float("lr_gamma", self.lr_gamma)
         if not 0 < self.lr_gamma <= 1:
             raise MeloConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        if not isinstance(self.conflict_rule, str) or self.conflict_rule not in CONFLICT_RULES:
+            raise MeloConfigError(f"conflict_rule {self.conflict_rule!r} is not one of {CONFLICT_RULES}")
         if not isinstance(self.normalize_keys, bool):
             raise MeloConfigError(f"normalize_keys must be True or False, got {self.normalize_keys!r}")
         for name in ("key_sink_ratio", "stop_loss"):

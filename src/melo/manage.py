@@ -76,7 +76,8 @@ class SavedAdapter:
         if keys is None or keys.dim() != 2:
             raise MeloLoadError(f"adapter {where!r}: tensor router.keys is missing or not [n, dim]")
         try:
-            self.db = VectorDatabase.restore(keys.shape[1], config.init_radius, tensors, meta["router"], self.n_blocks)
+            self.db = VectorDatabase.restore(keys.shape[1], config.init_radius, tensors, meta["router"], self.n_blocks,
+                                             conflict_rule=config.conflict_rule)
         except MeloLoadError as err:
             raise MeloLoadError(f"adapter {where!r}: {err}") from err
         self.records = list(meta["edits"])

@@ -61,7 +61,7 @@ class MeloModel(Editor):
         self._edit_lock = threading.Lock()
         self.router = Router(base_model, self.task, config.router_layer, router_module, key_dim,
                              config.init_radius, config.key_pooling, config.normalize_keys, config.key_sink_ratio,
-                             encoder, self.tokenizer)
+                             encoder, self.tokenizer, config.conflict_rule)
         self._handles = [module.register_forward_hook(self.lora[name.replace(".", "__")].hook(self.router.current))
                          for name, module in targets.items()]
         self._publish(self.router.db)
@@ -360,7 +360,7 @@ class MeloModel(Editor):
             raise MeloLoadError(f"router layer {self.melo_config.router_layer!r} gives keys of size {self.db.dim}, "
                                 f"the save has {key_dim}")
         db = VectorDatabase.restore(self.db.dim, self.melo_config.init_radius, tensors, meta.get("router", {}),
-                                    n_blocks, self.device)
+                                    n_blocks, self.device, self.melo_config.conflict_rule)
         if len(records) != db.n_keys or not all(isinstance(r, dict) for r in records):
             raise MeloLoadError(f"{len(records)} edit records for {db.n_keys} router keys")
         if db.n_keys and not all(r.get("block") == b for r, b in zip(records, db.key_block.tolist())):

@@ -85,7 +85,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         task="causal_lm", router_layer="model.layers.12",
         target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
         key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
-        block_rank=4, init_radius=0.8, edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5, stop_loss=0.02,
+        block_rank=4, init_radius=0.8, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
+        stop_loss=0.02,
     ),
     # The same with SmolLM2's own keys: layer 12, mean over the tokens left after the attention-sink
     # rule, normalised; radius 0.31 (the sweep's largest with at most 1% of NQ controls routed).
@@ -93,14 +94,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         task="causal_lm", router_layer="model.layers.12",
         target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
         key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
-        block_rank=4, init_radius=0.31, edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5, stop_loss=0.02,
+        block_rank=4, init_radius=0.31, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
+        stop_loss=0.02,
     ),
     # Gemma-3-270M (18 layers): the SmolLM2 layout moved to its last third.
     "gemma3-270m-zsre": dict(
         task="causal_lm", router_layer="model.layers.9",
         target_modules=["model.layers.13.mlp.down_proj", "model.layers.14.mlp.down_proj"],
         key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
-        block_rank=4, init_radius=0.8, edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5, stop_loss=0.02,
+        block_rank=4, init_radius=0.8, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
+        stop_loss=0.02,
     ),
 }
 

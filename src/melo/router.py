@@ -73,9 +73,11 @@ class VectorDatabase:
 
     TENSORS = ("keys", "key_block", "key_cluster", "centres", "radii")
 
-    def __init__(self, dim: int, init_radius: float, device: torch.device | str = "cpu"):
+    def __init__(self, dim: int, init_radius: float, device: torch.device | str = "cpu",
+                 conflict_rule: str = "split"):
         self.dim = dim
         self.init_radius = float(init_radius)
+        self.conflict_rule = conflict_rule  # clusters.CONFLICT_RULES
         self.keys = torch.empty(0, dim, device=device)
         self.key_block = torch.empty(0, dtype=torch.long, device=device)
         self.key_cluster = torch.empty(0, dtype=torch.long, device=device)
@@ -105,7 +107,7 @@ class VectorDatabase:
         return self.key_cluster >= 0
 
     def clone(self) -> "VectorDatabase":
-        other = VectorDatabase(self.dim, self.init_radius, self.device)
+        other = VectorDatabase(self.dim, self.init_radius, self.device, self.conflict_rule)
         for name in self.TENSORS:
             setattr(other, name, getattr(self, name).clone())
         other.labels = list(self.labels)
@@ -195,7 +197,7 @@ class VectorDatabase:
         batches of blocks below it, and the revocations of their edits, in the order they came.
         Without revocations it is, bit for bit, the database of a model that made only those batches."""
         n = int((self.key_block < n_blocks).sum())  # keys are stored in block order
-        db = VectorDatabase(self.dim, self.init_radius, self.device)
+        db = VectorDatabase(self.dim, self.init_radius, self.device, self.conflict_rule)
         for kind, arg in self.history:
             if kind == "batch" and arg < n_blocks:
                 rows = torch.nonzero(self.key_block == arg).squeeze(1)
@@ -219,9 +221,9 @@ class VectorDatabase:
 
     @classmethod
     def restore(cls, dim: int, init_radius: float, tensors: dict[str, torch.Tensor], meta: dict, n_blocks: int,
-                device: torch.device | str = "cpu") -> "VectorDatabase":
+                device: torch.device | str = "cpu", conflict_rule: str = "split") -> "VectorDatabase":
         """The database saved as ``tensors`` / ``meta``, after checking that it is whole and consistent."""
-        db = cls(dim, init_radius)
+        db = cls(dim, init_radius, conflict_rule=conflict_rule)
         try:
             missing = [n for n in cls.TENSORS if f"router.{n}" not in tensors]
             if missing:
@@ -296,11 +298,12 @@ class Router:
 
     def __init__(self, base_model: nn.Module, task: str, layer: str, module: nn.Module, key_dim: int,
                  init_radius: float, pooling: str, normalize: bool, sink_ratio: float | None = None,
-                 encoder: Any = None, tokenizer: Any = None):
+                 encoder: Any = None, tokenizer: Any = None, conflict_rule: str = "split"):
         self.base_model, self.task, self.layer = base_model, task, layer
         self.pooling, self.normalize, self.sink_ratio = pooling, normalize, sink_ratio
         self.encoder, self.tokenizer = encoder, tokenizer  # an encoder keys the prompt's text instead
-        self.version = Version(VectorDatabase(key_dim, init_radius, next(base_model.parameters()).device), {})
+        device = next(base_model.parameters()).device
+        self.version = Version(VectorDatabase(key_dim, init_radius, device, conflict_rule), {})
         self._calls: CallContext[RoutingCall] = CallContext("melo_routing")
         self._off: CallContext[bool] = CallContext("melo_disabled")
         self._handle = module.register_forward_hook(self._hook)
