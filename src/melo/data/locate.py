@@ -9,6 +9,7 @@ The data directory is ``--data-dir`` / ``resolve_data_dir(path)``, else ``$MELO_
     hallucination/wiki_bio_gpt3_hallucination.json
     hallucination/wiki_bio_concepts.txt
     webtext/webtext.test.jsonl
+    counterfact/counterfact-train.json
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ SCOTUS_FILE = "classification/scotus_summaries.json"
 HALLUCINATION_FILE = "hallucination/wiki_bio_gpt3_hallucination.json"
 CONCEPTS_FILE = "hallucination/wiki_bio_concepts.txt"
 WEBTEXT_FILE = "webtext/webtext.test.jsonl"
+COUNTERFACT_FILE = "counterfact/counterfact-train.json"
 SCOTUS_HUB = "tomh/grace-scotus"
-_LAYOUT = (ZSRE_FILES[0], NQ_FILES[0], SCOTUS_FILE, HALLUCINATION_FILE, CONCEPTS_FILE, WEBTEXT_FILE)
+_LAYOUT = (ZSRE_FILES[0], NQ_FILES[0], SCOTUS_FILE, HALLUCINATION_FILE, CONCEPTS_FILE, WEBTEXT_FILE, COUNTERFACT_FILE)
 
 # what each file is and where it comes from, for the message of a missing file
 _SOURCES = {
@@ -67,6 +69,12 @@ _SOURCES = {
         CONCEPTS_FILE,
         "wiki_bio_concepts.txt of the GRACE (Thartvigsen/GRACE) or MELO code: one concept name per "
         "passage, in dataset order",
+    ),
+    "counterfact-train.json": (
+        COUNTERFACT_FILE,
+        "CounterFact (kmeng01/rome) in EasyEdit's flat format (fields case_id, prompt, subject, target_new, "
+        "ground_truth, rephrase_prompt, locality_prompt, locality_ground_truth) as a JSON list, e.g. the "
+        "training split of EasyEdit's CounterFact release",
     ),
     "webtext.test.jsonl": (
         WEBTEXT_FILE,

@@ -1,0 +1,33 @@
+"""CounterFact edits (Meng et al. 2022, ROME) in EasyEdit's flat format.
+
+One :class:`Record` per case: ``prompt`` (subject + relation, object left out) edited towards
+``target_new``; ``rephrase_prompt`` is the paraphrase (generalization); ``locality_prompt`` /
+``locality_ground_truth`` is a *neighbourhood* prompt (another subject, the same relation, the
+same true object), so a router that matches the relation alone captures it. ``fact`` is
+``subject || ground_truth``. Prompts are completions, not questions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .locate import require_file
+from .readers import get_field, json_records
+from .records import Record
+
+FIELDS = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
+          "locality_ground_truth")
+
+
+def load_counterfact(path: str | os.PathLike, limit: int | None = None) -> list[Record]:
+    """The first ``limit`` CounterFact cases of a JSON list or JSON lines file, in file order."""
+    path = require_file(path)
+    out: list[Record] = []
+    for where, rec in json_records(path):
+        if limit is not None and len(out) >= limit:
+            break
+        text = {name: get_field(path, where, rec, name, str).strip() for name in FIELDS}
+        out.append(Record(text["prompt"], text["target_new"], [text["rephrase_prompt"]],
+                          f"{text['subject']}||{text['ground_truth']}", [text["target_new"]],
+                          text["locality_prompt"], text["locality_ground_truth"]))
+    return out
