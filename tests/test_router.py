@@ -66,18 +66,32 @@ def test_conflict_splits_the_radius_and_lists_forgotten_edits():
     assert db.lookup(db.keys).tolist() == [0, 0, 1, 1]  # the forgotten key now falls to the new label
 
 
-def test_nearest_rule_keeps_both_balls_whole():
-    first = [([0.0, 0.0], 1), ([0.2, 0.0], 1), ([0.7, 0.0], 1)]  # one cluster, centre 0.3, radius 0.5
+def nearest_db(batches):
     db = VectorDatabase(2, 0.5, conflict_rule="nearest")
-    for block, batch in enumerate([first, [([1.2, 0.0], 2)]]):
+    for block, batch in enumerate(batches):
         db, report = db.updated(torch.tensor([k for k, _ in batch]), [(label,) for _, label in batch], block)
+    return db, report
+
+
+def test_nearest_rule_keeps_both_balls_whole():
+    first = [([0.0, 0.0], 1), ([0.2, 0.0], 1), ([0.4, 0.0], 1)]  # one cluster, centre 0.2, radius 0.5
+    db, report = nearest_db([first, [([0.65, 0.0], 2)]])
     assert report.conflicts == 1 and db.n_conflicts == 1 and db.forgotten == {}
-    assert db.radii.tolist() == pytest.approx([0.5, 0.5])
+    assert db.centres[:, 0].tolist() == pytest.approx([0.2, 0.65]) and db.radii.tolist() == pytest.approx([0.5, 0.5])
     assert db.lookup(db.keys).tolist() == [0, 0, 0, 1]
-    # the split rule would cut both balls at d/2 = 0.45: queries on their far sides stay routed,
+    # the split rule would cut both balls at d/2 = 0.225: queries on their far sides stay routed,
     # and between the centres the nearer one decides
-    far = torch.tensor([[-0.17, 0.0], [1.67, 0.0], [0.72, 0.0], [0.8, 0.0]])
-    assert db.lookup(far).tolist() == [0, 1, 0, 1]
+    probe = torch.tensor([[-0.25, 0.0], [1.1, 0.0], [0.42, 0.0], [0.45, 0.0], [1.2, 0.0]])
+    assert db.lookup(probe).tolist() == [0, 1, 0, 1, -1]
+
+
+def test_nearest_rule_joins_only_keys_inside_a_ball():
+    db, report = nearest_db([[([0.0, 0.0], 1)], [([0.7, 0.0], 1)], [([0.3, 0.0], 1)]])
+    # 0.7 is outside the first ball (radius 0.5): its own cluster, though the label is the same;
+    # 0.3 is inside the first ball (nearest centre): it joins it
+    assert db.n_clusters == 2 and report.expanded == 1 and db.key_cluster.tolist() == [0, 1, 0]
+    assert db.centres[0, 0].item() == pytest.approx(0.15)
+    assert db.lookup(torch.tensor([[1.15, 0.0], [-0.3, 0.0], [0.3, 0.0]])).tolist() == [1, 0, 2]
 
 
 def test_labels_compare_exact_token_ids_not_sums():

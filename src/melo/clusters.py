@@ -2,7 +2,8 @@
 
 Applied key by key, in order (nearest centre ``j`` at distance ``d``):
 
-* add:      empty database, or nearest centre farther than ``radius_j + init_radius``;
+* add:      empty database, or nearest centre farther than ``radius_j + init_radius`` (rule
+            "nearest": farther than ``radius_j``);
 * expand:   nearest cluster has the same label: centre = mean of members, radius =
             max(member distance to centre + eps, init_radius) (eps keeps the farthest member off
             the boundary, where float noise from batch padding would flip it in and out);
@@ -12,7 +13,10 @@ Applied key by key, in order (nearest centre ``j`` at distance ``d``):
             one unchanged. The lookup already sends a query inside several balls to the nearest
             centre, so overlapping balls are not ambiguous; the split only shrinks both balls on
             their far sides too, which loses paraphrases and, through forgotten members, edits
-            (docs/smollm2-routing.md). A key on the old centre is split as by the paper.
+            (docs/smollm2-routing.md). A key on the old centre is split as by the paper. Under
+            "nearest" only a key inside a ball joins it: two prompts with the same target text
+            are not one region, and a ball grown over both captures what lies between them
+            (CounterFact's neighbourhood prompts: docs/counterfact.md).
 
 Only clusters with live members are candidates. A key identical to a later key of the same batch
 with another label is "superseded" before the rules run: the last edit of a prompt wins. After a batch, a ball that
@@ -72,7 +76,8 @@ def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> Upda
         dist = exact_dist(db.keys[idx].unsqueeze(0), db.centres[candidates])[0]
         nearest = int(dist.argmin())
         j, d = int(candidates[nearest]), float(dist[nearest])
-        if d > float(db.radii[j]) + db.init_radius:
+        reach = 0.0 if db.conflict_rule == "nearest" else db.init_radius
+        if d > float(db.radii[j]) + reach:
             changed.add(_add_cluster(db, idx, db.init_radius, label))
             report.added += 1
         elif db.labels[j] == label:
