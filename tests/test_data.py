@@ -482,7 +482,7 @@ def test_load_task_grace_files_and_errors(tmp_path, monkeypatch):
     task = data.load_task("zsre", tmp_path)
     assert [r.target for r in task.edits] == ["England", "English"] \
         and task.upstream == [Record("q", "a", answers=["a"])]
-    with pytest.raises(MeloDataError, match="unknown task 'mnist'; the tasks are zsre, scotus, hallucination"):
+    with pytest.raises(MeloDataError, match="unknown task 'mnist'; the tasks are zsre, counterfact, scotus, halluc"):
         data.load_task("mnist", tmp_path)
     with pytest.raises(MeloDataError, match="target 'wrong' is neither 'answer'"):
         data.load_task("scotus", tmp_path, target="wrong")
@@ -497,3 +497,41 @@ def test_missing_zsre_file_says_what_to_download(tmp_path):
     assert "MELO_DATA_DIR" in message
     with pytest.raises(MeloDataError, match="other.json' does not exist"):
         data.load_zsre(tmp_path / "other.json")
+
+
+# ------------------------------------------------------------------------------------ CounterFact
+
+COUNTERFACT = [
+    {"case_id": 2, "prompt": "Toko Yasuda, the", "target_new": "piano", "subject": "Toko Yasuda",
+     "ground_truth": "guitar", "rephrase_prompt": "Toko Yasuda is incredible at",
+     "locality_prompt": "John Lennon performs on the", "locality_ground_truth": "guitar"},
+    {"case_id": 3, "prompt": " Autonomous University of Madrid, which is located in ", "target_new": "Sweden",
+     "subject": "Autonomous University of Madrid", "ground_truth": "Spain",
+     "rephrase_prompt": "Autonomous University of Madrid is located in",
+     "locality_prompt": "Biure, which is located in", "locality_ground_truth": "Spain"},
+]
+
+
+def test_counterfact_records(tmp_path):
+    path = write_json(tmp_path / "cf.json", COUNTERFACT)
+    records = data.load_counterfact(path)
+    assert records[0] == Record("Toko Yasuda, the", "piano", ["Toko Yasuda is incredible at"], "Toko Yasuda||guitar",
+                                ["piano"], "John Lennon performs on the", "guitar")
+    assert records[1].prompt == "Autonomous University of Madrid, which is located in"
+    assert len(data.load_counterfact(path, limit=1)) == 1
+    no_subject = {k: v for k, v in COUNTERFACT[1].items() if k != "subject"}
+    bad = write_json(tmp_path / "bad.json", [COUNTERFACT[0], no_subject])
+    with pytest.raises(MeloDataError, match=r"bad\.json: record 1: missing field 'subject'"):
+        data.load_counterfact(bad)
+
+
+def test_load_task_counterfact_from_the_data_dir_or_a_file(tmp_path):
+    root = full_data_dir(tmp_path)
+    with pytest.raises(MeloDataError, match="counterfact-train.json' does not exist.*kmeng01/rome"):
+        data.load_task("counterfact", root)
+    write_json(root / "counterfact" / "counterfact-train.json", COUNTERFACT)
+    task = data.load_task("counterfact", root, n_edits=1)
+    assert (task.name, task.kind, len(task.upstream)) == ("counterfact", "qa", 2)
+    assert [r.target for r in task.edits] == ["piano"]
+    own = write_json(tmp_path / "mine.json", COUNTERFACT[1:])
+    assert [r.target for r in data.load_task("counterfact", root, edits_file=own).edits] == ["Sweden"]

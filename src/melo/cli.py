@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="edit this model instead of the preset's: a known offline name (smollm2-135m-instruct, "
                         "gemma3-270m), a .gguf file, a model folder or a hub name; the preset gives the layers")
     b.add_argument("--edits-file", default=None, metavar="FILE",
-                   help="zsRE presets: your edits in zsRE's format (src, answers, alt, rephrase, loc, loc_ans)")
+                   help="zsRE presets: your edits in zsRE's format (src, answers, alt, rephrase, loc, loc_ans); "
+                        "CounterFact presets: in EasyEdit's CounterFact format")
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=bench)

@@ -97,6 +97,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         block_rank=4, init_radius=0.31, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
         stop_loss=0.02,
     ),
+    # CounterFact: smollm2-zsre with radius 0.7, where at most ~3.5% of the neighbourhood prompts
+    # (same relation, another subject) fall in a ball at T = 1,000 (docs/counterfact.md).
+    "smollm2-counterfact": dict(
+        task="causal_lm", router_layer="model.layers.12",
+        target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
+        key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
+        block_rank=4, init_radius=0.7, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
+        stop_loss=0.02,
+    ),
     # Gemma-3-270M (18 layers): the SmolLM2 layout moved to its last third.
     "gemma3-270m-zsre": dict(
         task="causal_lm", router_layer="model.layers.9",

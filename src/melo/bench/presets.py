@@ -50,7 +50,7 @@ def _offline(name: str) -> Callable[[Path | None], tuple[Any, Any]]:
 @dataclass(frozen=True)
 class BenchPreset:
     name: str
-    data: str  # "zsre" | "scotus" | "hallucination"
+    data: str  # a melo.data task: "zsre" | "counterfact" | "scotus" | "hallucination"
     load_model: Callable[[Path | None], tuple[Any, Any]]
     melo: Callable[[], dict[str, Any]]
     edits_per_block: int
@@ -98,6 +98,9 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
                     baseline_options={"grace": {"layer": "model.layers.20.mlp.down_proj"}}),
         BenchPreset("smollm2-zsre-own", "zsre", _offline("smollm2-135m-instruct"), _fixed("smollm2-zsre-own"),
                     edits_per_block=1, metric_period=100, n_edits=1000, max_new_tokens=12),
+        BenchPreset("smollm2-counterfact", "counterfact", _offline("smollm2-135m-instruct"),
+                    _fixed("smollm2-counterfact"), edits_per_block=1, metric_period=100, n_edits=1000,
+                    max_new_tokens=8, baseline_options={"grace": {"layer": "model.layers.20.mlp.down_proj"}}),
         BenchPreset("gemma3-270m-zsre", "zsre", _offline("gemma3-270m"), _fixed("gemma3-270m-zsre"),
                     edits_per_block=1, metric_period=100, n_edits=100, max_new_tokens=12),
     ]

@@ -12,6 +12,7 @@ from typing import Any
 from ..baselines import BASELINES, make_baseline
 from ..config import MeloConfig
 from ..data import load_task, resolve_data_dir
+from ..data.tasks import QA_TASKS
 from ..errors import MeloConfigError
 from ..model import get_melo_model
 from .presets import BENCH_PRESETS, BenchPreset, bench_preset
@@ -39,9 +40,10 @@ def check_run(preset: BenchPreset, protocol: str, method: str) -> None:
         raise MeloConfigError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
     if method not in METHODS:
         raise MeloConfigError(f"unknown method {method!r}; known: {METHODS}")
-    if protocol == "lifelong" and preset.data != "zsre":
-        qa = sorted(name for name, p in BENCH_PRESETS.items() if p.data == "zsre")
-        raise MeloConfigError(f"--protocol lifelong (WISE) edits generative QA models on zsRE; preset {preset.name!r} "
+    if protocol == "lifelong" and preset.data not in QA_TASKS:
+        qa = sorted(name for name, p in BENCH_PRESETS.items() if p.data in QA_TASKS)
+        raise MeloConfigError(f"--protocol lifelong (WISE) edits generative models on zsRE or CounterFact; preset "
+                              f"{preset.name!r} "
                               f"is a {preset.data} preset. Use one of {', '.join(qa)}, or --protocol sequential")
 
 
