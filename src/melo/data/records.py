@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -35,6 +36,11 @@ class TaskData:
     ``accurate`` is the hallucination ARR set and ``originals`` the GPT-3 sentences that the
     hallucination edits replace (GRACE fine-tunes its GPT2-XL on accurate + originals + WebText
     so that the model makes those errors). ``label_names[i]`` names class ``i``.
+
+    Provenance (not compared by ``==``): ``files`` maps a role (``"edits"``, ``"upstream"``,
+    ``"data"``, ...) to the path of each file the records were read from, and ``options`` holds the
+    loader settings that shaped them (fields, split); a stand-in's cache key and a run's config
+    are built from both.
     """
 
     name: str
@@ -44,4 +50,6 @@ class TaskData:
     accurate: list[Record] = field(default_factory=list)
     label_names: list[str] | None = None
     originals: list[Record] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict, compare=False)
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
 

@@ -1,11 +1,11 @@
-"""The paper's tasks by name: :func:`load_task`."""
+"""The paper's tasks by name, or the user's own files for them: :func:`load_task`."""
 
 from __future__ import annotations
 
 import os
 
 from ..errors import MeloDataError
-from .classification import load_scotus
+from .classification import ClassificationFields, classification_task, load_scotus
 from .counterfact import load_counterfact
 from .hallucination import load_hallucination
 from .locate import COUNTERFACT_FILE, NQ_FILES, ZSRE_FILES, first_file, resolve_data_dir
@@ -16,9 +16,27 @@ TASKS = ("zsre", "counterfact", "scotus", "hallucination")
 QA_TASKS = ("zsre", "counterfact")
 
 
+def check_task_files(name: str, edits_file: object = None, data_file: object = None,
+                     fields: ClassificationFields | None = None) -> None:
+    """That the user's files fit task ``name`` (no file read): ``edits_file`` for zsre, counterfact and
+    hallucination,
+    ``data_file`` (and ``fields``) for scotus (classification)."""
+    if name not in TASKS:
+        raise MeloDataError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}")
+    if edits_file is not None and name not in QA_TASKS + ("hallucination",):
+        raise MeloDataError(f"an edits file replaces the edits of zsre, counterfact or hallucination; task {name!r} "
+                            "takes a data file (data_file) of labelled texts with a split field instead")
+    if data_file is not None and name != "scotus":
+        raise MeloDataError(f"a data file of labelled texts is for classification (task 'scotus'); task {name!r} "
+                            "takes its edits from an edits file (edits_file)")
+    if fields is not None and data_file is None:
+        raise MeloDataError("classification fields only apply to a data file (data_file)")
+
+
 def load_task(
     name: str, data_dir: str | os.PathLike | None = None, n_edits: int | None = None, target: str = "answer",
-    edits_file: str | os.PathLike | None = None,
+    edits_file: str | os.PathLike | None = None, data_file: str | os.PathLike | None = None,
+    fields: ClassificationFields | None = None,
 ) -> TaskData:
     """One of the paper's tasks by name, with at most ``n_edits`` edits (the first ones, file order).
 
@@ -28,27 +46,29 @@ def load_task(
     ignore it); ``edits_file`` reads the edits from a zsRE-format file of the user's instead.
     ``"counterfact"``: edits from ``counterfact/counterfact-train.json`` (or ``edits_file``, same
     format) towards ``target_new``; upstream NQ as for zsRE.
-    ``"scotus"``: :func:`load_scotus`.
-    ``"hallucination"``: :func:`load_hallucination`.
+    ``"scotus"``: :func:`load_scotus`; or, with ``data_file``, the user's labelled texts
+    (:func:`classification_task` with ``fields``; no data directory needed).
+    ``"hallucination"``: :func:`load_hallucination`; ``edits_file`` reads edits and ARR from the
+    user's ``{prompt, target, accurate}`` rows instead.
+    ``TaskData.files`` names every file read.
     """
-    if name not in TASKS:
-        raise MeloDataError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}")
+    check_task_files(name, edits_file, data_file, fields)
     if target not in ("answer", "alt"):
         raise MeloDataError(f"target {target!r} is neither 'answer' (MELO/GRACE) nor 'alt' (WISE)")
-    if edits_file is not None and name not in QA_TASKS:
-        raise MeloDataError(f"an edits file replaces zsRE or CounterFact edits; task {name!r} reads its own files "
-                            "from the data dir")
     if name in QA_TASKS:
         root = resolve_data_dir(data_dir)
         if name == "zsre":
-            edits = load_zsre(edits_file or first_file(root, ZSRE_FILES), target=target, limit=n_edits)
+            edits_path = edits_file or first_file(root, ZSRE_FILES)
+            edits = load_zsre(edits_path, target=target, limit=n_edits)
         else:
-            edits = load_counterfact(edits_file or root / COUNTERFACT_FILE, limit=n_edits)
-        return TaskData(name, "qa", edits, load_nq(first_file(root, NQ_FILES)))
+            edits_path = edits_file or root / COUNTERFACT_FILE
+            edits = load_counterfact(edits_path, limit=n_edits)
+        upstream_path = first_file(root, NQ_FILES)
+        return TaskData(name, "qa", edits, load_nq(upstream_path), files={
+            "edits": str(edits_path), "upstream": str(upstream_path)})
     if name == "scotus":
-        task = load_scotus(data_dir)
+        task = classification_task(data_file, fields) if data_file is not None else load_scotus(data_dir)
         if n_edits is not None:
             task.edits = task.edits[:n_edits]
         return task
-    return load_hallucination(data_dir, limit=n_edits)
-
+    return load_hallucination(data_dir, limit=n_edits, edits_file=edits_file)

@@ -1,12 +1,21 @@
-"""Trained models cached outside the repository (stand-ins, the demo model): where, how saved, found, or trained."""
+"""Trained models cached outside the repository (stand-ins, the demo model): where, how saved, found, or trained.
+
+A stand-in's cache folder is keyed by what it is built from (:func:`data_key`): the sha256 of every
+data file its training reads, the loader options that shaped the records, the training settings and
+the version, so another data directory (or file, or split) gets its own folder
+``$MELO_CACHE/standins/NAME/KEY`` and the same bytes anywhere find the same one.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
+from ..data.readers import describe_files
 from ..errors import MeloDataError
 
 INFO_FILE = "standin.json"
@@ -38,6 +47,23 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()  # loading a 100 MB checkpoint needs no bar
 
 
+def data_sources(files: Mapping[str, str | os.PathLike], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a model is trained from: ``{"files": {role: {"path", "sha256", "bytes"}}, "options": {...}}``."""
+    return {"files": describe_files(files), "options": json.loads(json.dumps(dict(options or {}), default=str))}
+
+
+def data_key(version: int, settings: dict[str, Any], sources: dict[str, Any]) -> str:
+    """16 hex digits of the sha256 of version, settings, options and each file's role and sha256 (not its path)."""
+    content = {"version": version, "settings": settings, "options": sources["options"],
+               "files": {role: f["sha256"] for role, f in sources["files"].items()}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def keyed_dir(directory: Path, version: int, settings: dict[str, Any], sources: dict[str, Any] | None) -> Path:
+    """``directory / data_key(...)`` (``directory`` itself without ``sources``)."""
+    return directory if sources is None else directory / data_key(version, settings, sources)
+
+
 def load_cached(directory: Path, version: int, settings: dict[str, Any],
                 loader: Callable[[Path], tuple[Any, Any]]) -> tuple[Any, Any, dict] | None:
     """(model, tokenizer, info) from ``directory`` if it holds a finished save of this version and settings."""
@@ -64,14 +90,20 @@ def finished_save(directory: Path, version: int, settings: dict[str, Any]) -> di
 
 def load_or_train(directory: Path, version: int, settings: dict[str, Any],
                   loader: Callable[[Path], tuple[Any, Any]],
-                  train_and_save: Callable[[Path], Any]) -> tuple[Any, Any, dict]:
-    """(model, tokenizer, info) from the cache; on a miss ``train_and_save(directory)`` runs first.
+                  train_and_save: Callable[[Path], Any],
+                  sources: dict[str, Any] | None = None) -> tuple[Any, Any, dict]:
+    """(model, tokenizer, info) from the cache; on a miss ``train_and_save(folder)`` runs first.
 
-    What is returned is always read back from ``directory``, so a fresh model and a cached one are the same.
+    With ``sources`` (:func:`data_sources`) the folder is ``directory / data_key(...)`` and the info
+    records the sources; without, it is ``directory``. What is returned is always read back from the
+    folder, so a fresh model and a cached one are the same.
     """
+    directory = keyed_dir(directory, version, settings, sources)
     cached = load_cached(directory, version, settings, loader)
     if cached is None:
         train_and_save(directory)
+        if sources is not None and (directory / INFO_FILE).is_file():
+            _add_info(directory, {"data": {**sources, "key": directory.name}})
         cached = load_cached(directory, version, settings, loader)
         if cached is None:
             raise MeloDataError(f"the model just saved in {directory} could not be loaded back; delete the folder "
@@ -87,6 +119,13 @@ def save_cached(directory: Path, model: Any, tokenizer: Any, info: dict[str, Any
     tokenizer.save_pretrained(directory)
     tmp = directory / (INFO_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    tmp.replace(directory / INFO_FILE)
+
+
+def _add_info(directory: Path, extra: dict[str, Any]) -> None:
+    info = json.loads((directory / INFO_FILE).read_text())
+    tmp = directory / (INFO_FILE + ".tmp")
+    tmp.write_text(json.dumps({**info, **extra}, indent=2, sort_keys=True) + "\n")
     tmp.replace(directory / INFO_FILE)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..bench.evaluate import target_tokens
 from ..presets import PRESETS
-from .cache import base_model_path, cache_dir, quiet_transformers, save_cached
+from .cache import base_model_path, cache_dir, data_sources, keyed_dir, quiet_transformers, save_cached
 from .cache import cached_info as cached_info_in
 from .cache import load_or_train as load_or_train_cached
 from .training import environment, length_batches, seed_everything, train_top_layers
@@ -37,8 +37,14 @@ SETTINGS: dict[str, Any] = dict(
 MELO_SETTINGS: dict[str, Any] = PRESETS[NAME]  # read-only view; the values live in melo.presets
 
 
-def cache_path() -> Path:
-    return cache_dir("standins", NAME)
+def training_sources(task: Any) -> dict[str, Any]:
+    """What the stand-in is trained from (:func:`melo.standins.cache.data_sources`): the task's files."""
+    return data_sources(task.files, task.options)
+
+
+def cache_path(data_dir: Any = None) -> Path:
+    """The cache folder of the stand-in trained on this data dir's hallucination task, keyed by its files."""
+    return keyed_dir(cache_dir("standins", NAME), VERSION, SETTINGS, training_sources(load_data(data_dir)))
 
 
 def build_tokenizer(source: Any = None):
@@ -214,9 +220,9 @@ def load_saved(directory: Path):
     return model.eval(), tokenizer
 
 
-def cached_info() -> dict[str, Any] | None:
-    """The JSON saved with the cached model (settings, seed, figures, time), or None."""
-    return cached_info_in(cache_path())
+def cached_info(data_dir: Any = None) -> dict[str, Any] | None:
+    """The JSON saved with the model cached for this data dir (settings, data, seed, figures, time), or None."""
+    return cached_info_in(cache_path(data_dir))
 
 
 def load_data(data_dir: Any = None):
@@ -226,16 +232,22 @@ def load_data(data_dir: Any = None):
     return load_hallucination(data_dir)
 
 
-def load_or_train(data_dir: Any = None, progress: bool = True):
-    """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
-    model, tokenizer, _ = load_or_train_cached(cache_path(), VERSION, SETTINGS, load_saved,
-                                              lambda directory: train_and_save(directory, data_dir, progress))
+def load_or_train(data_dir: Any = None, progress: bool = True, data: Any = None):
+    """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed.
+
+    Trained on the data dir's WikiBio passages and WebText whatever the edits; ``data`` (the bench
+    task, maybe the user's edits) is not used.
+    """
+    task = load_data(data_dir)
+    model, tokenizer, _ = load_or_train_cached(cache_dir("standins", NAME), VERSION, SETTINGS, load_saved,
+                                              lambda directory: train_and_save(directory, data_dir, progress, task),
+                                              training_sources(task))
     return model, tokenizer
 
 
-def train_and_save(directory: Path, data_dir: Any = None, progress: bool = True) -> dict[str, Any]:
+def train_and_save(directory: Path, data_dir: Any = None, progress: bool = True, task: Any = None) -> dict[str, Any]:
     """Train the stand-in, measure its perplexities, save it in ``directory``; returns its info."""
-    task = load_data(data_dir)
+    task = task if task is not None else load_data(data_dir)
     tokenizer = build_tokenizer()
     model = build_model(tokenizer)
     texts = training_texts(task)

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..presets import PRESETS
-from .cache import base_model_path, cache_dir, quiet_transformers, save_cached
+from .cache import base_model_path, cache_dir, data_sources, keyed_dir, quiet_transformers, save_cached
 from .cache import cached_info as cached_info_in
 from .cache import load_or_train as load_or_train_cached
 from .training import length_batches
@@ -264,8 +264,17 @@ def scores(predictions: Sequence[str], answers: Sequence[Sequence[str]], tokeniz
 # cache
 
 
-def cache_path() -> Path:
-    return cache_dir("standins", NAME)
+def training_sources(data_dir: Any = None) -> dict[str, Any]:
+    """What the stand-in is trained from (:func:`melo.standins.cache.data_sources`): the NQ file of the data dir."""
+    from ..data import resolve_data_dir
+    from ..data.locate import NQ_FILES, first_file
+
+    return data_sources({"upstream": first_file(resolve_data_dir(data_dir), NQ_FILES)})
+
+
+def cache_path(data_dir: Any = None) -> Path:
+    """The cache folder of the stand-in trained on this data dir's NQ file (keyed by its bytes and SETTINGS)."""
+    return keyed_dir(cache_dir("standins", NAME), VERSION, SETTINGS, training_sources(data_dir))
 
 
 def load_saved(directory: Path):
@@ -277,9 +286,9 @@ def load_saved(directory: Path):
     return model, build_tokenizer(directory)
 
 
-def cached_info() -> dict[str, Any] | None:
-    """The JSON saved with the cached model (settings, seed, figures, time), or None."""
-    return cached_info_in(cache_path())
+def cached_info(data_dir: Any = None) -> dict[str, Any] | None:
+    """The JSON saved with the model cached for this data dir (settings, data, seed, figures, time), or None."""
+    return cached_info_in(cache_path(data_dir))
 
 
 def load_training_data(data_dir: Any = None, n_train: int | None = None):
@@ -328,8 +337,12 @@ def train_and_save(directory: Path, data_dir: Any = None, settings: dict[str, An
     return info
 
 
-def load_or_train(data_dir: Any = None, progress: bool = True):
-    """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
-    model, tokenizer, _ = load_or_train_cached(cache_path(), VERSION, SETTINGS, load_saved,
-                                              lambda directory: train_and_save(directory, data_dir, None, progress))
+def load_or_train(data_dir: Any = None, progress: bool = True, data: Any = None):
+    """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed.
+
+    Trained on the data dir's NQ file whatever the edits; ``data`` (the bench task) is not used.
+    """
+    model, tokenizer, _ = load_or_train_cached(cache_dir("standins", NAME), VERSION, SETTINGS, load_saved,
+                                              lambda directory: train_and_save(directory, data_dir, None, progress),
+                                              training_sources(data_dir))
     return model, tokenizer

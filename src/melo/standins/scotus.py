@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..presets import PRESETS
-from .cache import base_model_path, cache_dir, quiet_transformers, save_cached
+from .cache import base_model_path, cache_dir, data_sources, keyed_dir, quiet_transformers, save_cached
 from .cache import cached_info as cached_info_in
 from .cache import load_or_train as load_or_train_cached
 from .training import environment, length_batches, seed_everything, train_top_layers
@@ -32,8 +32,15 @@ SETTINGS: dict[str, Any] = dict(
 MELO_SETTINGS: dict[str, Any] = PRESETS[NAME]  # read-only view; the values live in melo.presets
 
 
-def cache_path() -> Path:
-    return cache_dir("standins", NAME)
+def training_sources(task: Any) -> dict[str, Any]:
+    """What the stand-in is trained from (:func:`melo.standins.cache.data_sources`): the task's files and options."""
+    return data_sources(task.files, task.options)
+
+
+def cache_path(data_dir: Any = None, data: Any = None) -> Path:
+    """The cache folder of the stand-in trained on ``data`` (else the data dir's SCOTUS task), keyed by its sources."""
+    task = data if data is not None else load_data(data_dir)
+    return keyed_dir(cache_dir("standins", NAME), VERSION, SETTINGS, training_sources(task))
 
 
 def build_tokenizer(path: str | None = None):
@@ -102,9 +109,9 @@ def load_saved(directory: Path):
     return model, tokenizer
 
 
-def cached_info() -> dict[str, Any] | None:
-    """The JSON saved with the cached model (settings, seed, figures, time), or None."""
-    return cached_info_in(cache_path())
+def cached_info(data_dir: Any = None, data: Any = None) -> dict[str, Any] | None:
+    """The JSON saved with the model cached for this data (settings, data, seed, figures, time), or None."""
+    return cached_info_in(cache_path(data_dir, data))
 
 
 def load_data(data_dir: Any = None):
@@ -114,16 +121,23 @@ def load_data(data_dir: Any = None):
     return load_scotus(data_dir)
 
 
-def load_or_train(data_dir: Any = None, progress: bool = True):
-    """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed."""
-    model, tokenizer, _ = load_or_train_cached(cache_path(), VERSION, SETTINGS, load_saved,
-                                              lambda directory: train_and_save(directory, data_dir, progress))
+def load_or_train(data_dir: Any = None, progress: bool = True, data: Any = None):
+    """(model, tokenizer): the cached stand-in, trained first (once, a few minutes on 2 cores) if needed.
+
+    Trained on the upstream rows of ``data`` (a classification TaskData, e.g. the user's file of
+    ``melo bench --data-file``), else of the data dir's SCOTUS task; one cache folder per sources.
+    """
+    task = data if data is not None else load_data(data_dir)
+    model, tokenizer, _ = load_or_train_cached(cache_dir("standins", NAME), VERSION, SETTINGS, load_saved,
+                                              lambda directory: train_and_save(directory, data_dir, progress, task),
+                                              training_sources(task))
     return model, tokenizer
 
 
-def train_and_save(directory: Path, data_dir: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Train the stand-in on the SCOTUS upstream set, measure it, save it in ``directory``; returns its info."""
-    task = load_data(data_dir)
+def train_and_save(directory: Path, data_dir: Any = None, progress: bool = True, task: Any = None) -> dict[str, Any]:
+    """Train the stand-in on the upstream set of ``task`` (default: the data dir's SCOTUS), measure it, save it
+    in ``directory``; returns its info."""
+    task = task if task is not None else load_data(data_dir)
     texts = [r.prompt for r in task.upstream]
     labels = [int(r.target) for r in task.upstream]
     n_labels = len(task.label_names) if task.label_names else max(labels + [int(r.target) for r in task.edits]) + 1
