@@ -69,6 +69,10 @@ def _fixed(name: str) -> Callable[[], dict[str, Any]]:
     return lambda: dict(MELO_PRESETS[name])
 
 
+# GRACE on a decoder LM as WISE/EasyEdit configure it: one codebook at the FFN output of the layer at
+# 27/32 of the depth (LLaMA's model.layers[27].mlp.down_proj), GRACE's own eps 1.0, lr 1.0, 100 steps.
+SMOLLM2_GRACE = {"grace": {"layer": "model.layers.25.mlp.down_proj"}}
+
 BENCH_PRESETS: dict[str, BenchPreset] = {
     p.name: p
     for p in [
@@ -97,12 +101,12 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
                     edits_per_block=4, metric_period=100, n_edits=None, max_new_tokens=32),
         BenchPreset("smollm2-zsre", "zsre", _offline("smollm2-135m-instruct"), _fixed("smollm2-zsre"),
                     edits_per_block=1, metric_period=100, n_edits=1000, max_new_tokens=12,
-                    baseline_options={"grace": {"layer": "model.layers.20.mlp.down_proj"}}),
+                    baseline_options=SMOLLM2_GRACE),
         BenchPreset("smollm2-zsre-own", "zsre", _offline("smollm2-135m-instruct"), _fixed("smollm2-zsre-own"),
                     edits_per_block=1, metric_period=100, n_edits=1000, max_new_tokens=12),
         BenchPreset("smollm2-counterfact", "counterfact", _offline("smollm2-135m-instruct"),
                     _fixed("smollm2-counterfact"), edits_per_block=1, metric_period=100, n_edits=1000,
-                    max_new_tokens=8, baseline_options={"grace": {"layer": "model.layers.20.mlp.down_proj"}}),
+                    max_new_tokens=8, baseline_options=SMOLLM2_GRACE),
         BenchPreset("gemma3-270m-zsre", "zsre", _offline("gemma3-270m"), _fixed("gemma3-270m-zsre"),
                     edits_per_block=1, metric_period=100, n_edits=100, max_new_tokens=12),
     ]
