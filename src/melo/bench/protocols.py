@@ -16,6 +16,7 @@ Metrics (pre-edit figures are measured the same way before the first edit):
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -154,13 +155,15 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     log({"n_edits": 0, **pre, **editor.stats()})
     done: list[Record] = []
     es_sum, edit_seconds, last_eval = 0.0, 0.0, 0
+    block_seconds: list[float] = []
     point: dict[str, Any] = {}
     bar = tqdm(total=len(edits), desc=f"{data.name}: editing", disable=not progress, unit="edit")
     for lo in range(0, len(edits), settings.edits_per_block):
         batch = edits[lo : lo + settings.edits_per_block]
         start = time.perf_counter()
         editor.edit([r.prompt for r in batch], [r.target for r in batch])
-        edit_seconds += time.perf_counter() - start
+        block_seconds.append(time.perf_counter() - start)
+        edit_seconds += block_seconds[-1]
         done.extend(batch)
         es = _public(scorer.records(editor, batch), "es")
         es_sum += es["es"] * len(batch)
@@ -178,6 +181,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     summary["es"] = es_sum / len(done)
     summary["n_edits"] = len(done)
     summary["edit_seconds"] = edit_seconds
+    summary["block_seconds_median"] = statistics.median(block_seconds)
     return summary
 
 
@@ -236,13 +240,15 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     log({"n_edits": 0, **pre, **editor.stats()})
     summary: dict[str, Any] = dict(pre)
     edit_seconds = 0.0
+    block_seconds: list[float] = []
     bar = tqdm(total=len(edits), desc=f"{data.name}: lifelong editing", disable=not progress, unit="edit")
     done = 0
     for lo in range(0, len(edits), s.edits_per_block):
         batch = edits[lo : lo + s.edits_per_block]
         start = time.perf_counter()
         editor.edit([r.prompt for r in batch], [r.target for r in batch])
-        edit_seconds += time.perf_counter() - start
+        block_seconds.append(time.perf_counter() - start)
+        edit_seconds += block_seconds[-1]
         done += len(batch)
         bar.update(len(batch))
         if any(lo < t <= done for t in checkpoints):
@@ -277,4 +283,5 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     bar.close()
     summary["n_edits"] = done
     summary["edit_seconds"] = edit_seconds
+    summary["block_seconds_median"] = statistics.median(block_seconds)
     return summary
