@@ -106,6 +106,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         block_rank=4, init_radius=0.7, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
         stop_loss=0.02,
     ),
+    # WikiBio hallucination: whole Wikipedia sentences learned per block (rank 8, up to 60 steps); the
+    # radius keeps a passage's other prefixes (its ARR prompts) out: they differ from an edit prompt
+    # by a sentence or more, at MiniLM distances above 0.1.
+    "smollm2-hallucination": dict(
+        task="causal_lm", router_layer="model.layers.12",
+        target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
+        key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
+        block_rank=8, init_radius=0.05, conflict_rule="nearest", edit_lr=1e-2, num_iter=60, lr_step=40,
+        lr_gamma=0.5, stop_loss=0.05,
+    ),
     # Gemma-3-270M (18 layers): the SmolLM2 layout moved to its last third.
     "gemma3-270m-zsre": dict(
         task="causal_lm", router_layer="model.layers.9",

@@ -107,6 +107,10 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
         BenchPreset("smollm2-counterfact", "counterfact", _offline("smollm2-135m-instruct"),
                     _fixed("smollm2-counterfact"), edits_per_block=1, metric_period=100, n_edits=1000,
                     max_new_tokens=8, baseline_options=SMOLLM2_GRACE),
+        BenchPreset("smollm2-hallucination", "hallucination", _offline("smollm2-135m-instruct"),
+                    _fixed("smollm2-hallucination"), edits_per_block=4, metric_period=500, n_edits=500,
+                    max_new_tokens=32, upstream_limit=500,
+                    notes="SmolLM2 as it is (GRACE fine-tuned GPT2-XL on the passages first)."),
         BenchPreset("gemma3-270m-zsre", "zsre", _offline("gemma3-270m"), _fixed("gemma3-270m-zsre"),
                     edits_per_block=1, metric_period=100, n_edits=100, max_new_tokens=12),
     ]
