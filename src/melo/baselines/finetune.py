@@ -42,7 +42,8 @@ class _SequentialEditor(BaselineEditor):
             with frozen(self, params):
                 losses, _ = train_steps(params, lambda: self.base_model(**batch).loss, cfg.num_iter, cfg.edit_lr,
                                         cfg.lr_step, cfg.lr_gamma, desc=f"{self.method} batch {self.n_batches}",
-                                        progress=progress, what=f"{self.method} edit loss")
+                                        progress=progress, what=f"{self.method} edit loss",
+                                        stop_loss=cfg.stop_loss)
         except BaseException:
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):

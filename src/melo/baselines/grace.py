@@ -20,7 +20,8 @@ A row without prompt tokens (a causal LM scored on a text with an empty prompt) 
 
 New values start "cold" (uniform [0, 1), GRACE's default) or "warm" (the layer's own output at the
 key token); only the values the batch uses are trained, ``n_iter`` Adam steps at constant ``lr``
-on the model's loss (defaults as GRACE: eps_init 1.0, lr 1.0, 100 steps, Euclidean distance).
+on the model's loss, or until it is below the MeloConfig's ``stop_loss`` (the stopping rule every method
+shares in a benchmark; defaults as GRACE: eps_init 1.0, lr 1.0, 100 steps, Euclidean distance).
 
 Differences from the reference implementation (Thartvigsen/GRACE), for batching and exactness:
 a batch of edits applies the rules key by key, in order, then trains all the values it uses
@@ -292,7 +293,8 @@ class GraceEditor(BaselineEditor):
         with frozen(self.base_model), self._calls.use(state):
             losses, _ = train_steps([values], lambda: self.base_model(**batch).loss, opt["n_iter"], opt["lr"],
                                     desc=f"grace batch {self.n_batches}", progress=progress,
-                                    what="GRACE value training", lr_name="lr")
+                                    what="GRACE value training", lr_name="lr",
+                                    stop_loss=self.melo_config.stop_loss)
         book.values[touched] = values.detach()
         self.codebook = book
         batch_id = self._record(prompts, targets)
