@@ -417,19 +417,20 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
     label = "subject" if demo == "facts" else "entity"
     say(f"\n{len(cases)} edits in {len(blocks)} blocks of {per_block} on {subject.name}; "
         f"{len(controls)} control questions measure locality ({sum(same_entity)} of them about an edited {label})")
-    curve = [{"edits": 0, **pre, "seconds": 0.0, "clusters": 0}]
-    edit_seconds, done, next_measure = 0.0, 0, every
+    curve = [{"edits": 0, **pre, "seconds": 0.0, "steps": 0, "clusters": 0}]
+    edit_seconds, steps, done, next_measure = 0.0, 0, 0, every
     bar = tqdm(blocks, desc="edit blocks", disable=opts.quiet)
     for block in bar:
         prompts = [chat(c.prompt) for c in block] if subject.chat else [c.prompt for c in block]
         result = model.edit(prompts, [c.target for c in block])
         edit_seconds += result.seconds
+        steps += len(result.losses)  # forward passes of the edit loss (early stopping ends them)
         done += len(block)
         if done < next_measure and done < len(cases):
             continue
         next_measure = done + every
         metrics, answers = _measure(model, ask, cases[:done], controls, same_entity)
-        curve.append({"edits": done, **metrics, "seconds": round(edit_seconds, 2),
+        curve.append({"edits": done, **metrics, "seconds": round(edit_seconds, 2), "steps": steps,
                       "clusters": model.stats()["clusters"]})
         bar.set_postfix(success=_fmt(metrics["edit_success"]), locality=_fmt(metrics["locality"]))
     bar.close()
