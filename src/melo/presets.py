@@ -84,7 +84,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         key_pooling="mean", normalize_keys=True, init_radius=0.02, block_rank=8, lora_alpha=32.0,
         edit_lr=1e-2, num_iter=75, lr_step=50, lr_gamma=0.5,
     ),
-    # The demo model (melo run): minilm-qa's layers with the radius of docs/demo.md's sweep.
+    # The world demo model (melo run --world): minilm-qa's layers with the radius of docs/demo.md's sweep.
     "world-qa": {**_MINILM_QA, "init_radius": 0.2},
     # SmolLM2-135M-Instruct (30 Llama layers): rank-4 blocks on the FFN outputs of layers 20-21.
     # Keys from MiniLM on the prompt text, radius 0.8: the routing sweep (docs/smollm2-routing.md)
@@ -93,7 +93,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # `melo run` (the built-in facts, melo/demo/facts.json, asked as chat questions): smollm2-zsre with radius
     # 0.6 and early stopping at loss 0.15. The facts' paraphrases lie within 0.16-0.49 of their question's MiniLM
     # key and their same-subject questions at 0.44-1.02 (4 of 60 within 0.6, 38 within 0.8); stopping at 0.15
-    # instead of 0.02 takes a third less time and still teaches every reply (docs/demo.md has the sweep).
+    # instead of 0.02 takes a third fewer loss evaluations and still teaches every reply (docs/demo.md: the sweep).
     "smollm2-facts": {**_SMOLLM2_ZSRE, "init_radius": 0.6, "stop_loss": 0.15},
     # The same with SmolLM2's own keys: layer 12, mean over the tokens left after the attention-sink
     # rule, normalised; radius 0.31 (the sweep's largest with at most 1% of NQ controls routed).
