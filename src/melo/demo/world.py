@@ -36,7 +36,8 @@ class Fact:
 @dataclass(frozen=True)
 class EditCase:
     """One edit: a prompt and its new target, with prompts that should (rephrases) and should not
-    (locality) follow it. ``before`` is the answer it replaces, where known."""
+    (locality) follow it. ``before`` is the answer it replaces, where known; ``match``, where given,
+    the words whose presence in a chat answer shows the edit (default: the target itself)."""
 
     prompt: str
     target: Any
@@ -44,6 +45,7 @@ class EditCase:
     locality: tuple[str, ...] = ()
     before: str | None = None
     source: str = ""
+    match: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
