@@ -72,12 +72,18 @@ def test_load_or_train_keyed_folders(tmp_path):
     assert unkeyed == root
 
 
-def test_each_data_dir_gets_its_own_qa_standin(tmp_path, monkeypatch):
+def stub_standin(module, tmp_path, monkeypatch):
+    """A stand-in module whose training is a StubTrainer, caching under tmp_path."""
     monkeypatch.setenv("MELO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(qa, "SETTINGS", SETTINGS)
-    trainer = StubTrainer(qa.VERSION)
-    monkeypatch.setattr(qa, "train_and_save", trainer)
-    monkeypatch.setattr(qa, "load_saved", trainer.load)
+    monkeypatch.setattr(module, "SETTINGS", SETTINGS)
+    trainer = StubTrainer(module.VERSION)
+    monkeypatch.setattr(module, "train_and_save", trainer)
+    monkeypatch.setattr(module, "load_saved", trainer.load)
+    return trainer
+
+
+def test_each_data_dir_gets_its_own_qa_standin(tmp_path, monkeypatch):
+    trainer = stub_standin(qa, tmp_path, monkeypatch)
     one = data_dir(tmp_path / "one", '{"question": "q", "answer": ["a"]}\n')
     two = data_dir(tmp_path / "two", '{"question": "q", "answer": ["b"]}\n')
     copy = data_dir(tmp_path / "copy", (one / "nq" / "NQ-open.dev.jsonl").read_text())
@@ -90,11 +96,7 @@ def test_each_data_dir_gets_its_own_qa_standin(tmp_path, monkeypatch):
 
 
 def test_scotus_standin_keyed_by_the_users_file_and_fields(tmp_path, monkeypatch):
-    monkeypatch.setenv("MELO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(scotus, "SETTINGS", SETTINGS)
-    trainer = StubTrainer(scotus.VERSION)
-    monkeypatch.setattr(scotus, "train_and_save", trainer)
-    monkeypatch.setattr(scotus, "load_saved", trainer.load)
+    trainer = stub_standin(scotus, tmp_path, monkeypatch)
     monkeypatch.setattr(scotus, "load_data", lambda data_dir: pytest.fail("read the data dir"))
     path = tmp_path / "cases.csv"
     path.write_text("text,label,split,year\na,x,upstream,2001\nb,y,upstream,2002\nc,x,edit,2011\nd,y,edit,2003\n")

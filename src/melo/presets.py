@@ -97,40 +97,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-facts": {**_SMOLLM2_ZSRE, "init_radius": 0.6, "stop_loss": 0.15},
     # The same with SmolLM2's own keys: layer 12, mean over the tokens left after the attention-sink
     # rule, normalised; radius 0.31 (the sweep's largest with at most 1% of NQ controls routed).
-    "smollm2-zsre-own": dict(
-        task="causal_lm", router_layer="model.layers.12",
-        target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
-        key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
-        block_rank=4, init_radius=0.31, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
-        stop_loss=0.02,
-    ),
+    "smollm2-zsre-own": {**_SMOLLM2_ZSRE, "key_encoder": None, "init_radius": 0.31},
     # CounterFact: smollm2-zsre with radius 0.7, where at most ~3.5% of the neighbourhood prompts
     # (same relation, another subject) fall in a ball at T = 1,000 (docs/counterfact.md).
-    "smollm2-counterfact": dict(
-        task="causal_lm", router_layer="model.layers.12",
-        target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
-        key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
-        block_rank=4, init_radius=0.7, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
-        stop_loss=0.02,
-    ),
+    "smollm2-counterfact": {**_SMOLLM2_ZSRE, "init_radius": 0.7},
     # WikiBio hallucination: whole Wikipedia sentences learned per block (rank 8, up to 60 steps); the
     # radius keeps a passage's other prefixes (its ARR prompts) out: they differ from an edit prompt
     # by a sentence or more, at MiniLM distances above 0.1.
-    "smollm2-hallucination": dict(
-        task="causal_lm", router_layer="model.layers.12",
-        target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
-        key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
-        block_rank=8, init_radius=0.05, conflict_rule="nearest", edit_lr=1e-2, num_iter=60, lr_step=40,
-        lr_gamma=0.5, stop_loss=0.05,
-    ),
+    "smollm2-hallucination": {**_SMOLLM2_ZSRE, "block_rank": 8, "init_radius": 0.05, "num_iter": 60, "lr_step": 40,
+                              "stop_loss": 0.05},
     # Gemma-3-270M (18 layers): the SmolLM2 layout moved to its last third.
-    "gemma3-270m-zsre": dict(
-        task="causal_lm", router_layer="model.layers.9",
-        target_modules=["model.layers.13.mlp.down_proj", "model.layers.14.mlp.down_proj"],
-        key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
-        block_rank=4, init_radius=0.8, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
-        stop_loss=0.02,
-    ),
+    "gemma3-270m-zsre": {**_SMOLLM2_ZSRE, "router_layer": "model.layers.9",
+                         "target_modules": ["model.layers.13.mlp.down_proj", "model.layers.14.mlp.down_proj"]},
 }
 
 

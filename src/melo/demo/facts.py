@@ -10,16 +10,14 @@ another relation (same-subject locality) and a question about nothing edited (un
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..data.readers import get_field, read_text, string_list
+from ..data.readers import get_field, string_list
 from ..errors import MeloDataError
-from .world import EditCase
+from .world import EditCase, read_demo_json
 
 FACTS_MODEL = "smollm2-135m-instruct"  # the model facts.json was screened on
 FACTS_PRESET = "smollm2-facts"  # melo.presets: smollm2-zsre with the radius and early stop measured for these facts
@@ -67,18 +65,7 @@ def chat(question: str) -> list[dict[str, str]]:
 
 def load_facts(path: str | Path | None = None) -> list[ChatFact]:
     """The shipped facts (or a file of the same shape); a malformed file is a MeloDataError naming the field."""
-    if path is None:
-        where = "the shipped facts.json"
-        text = resources.files(__package__).joinpath("facts.json").read_text(encoding="utf-8")
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise MeloDataError(f"facts file {str(path)!r} does not exist")
-        where, text = str(path), read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise MeloDataError(f"{where}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    where, data = read_demo_json("facts", path)
     if not isinstance(data, dict) or not isinstance(data.get("facts"), list):
         raise MeloDataError(f"{where}: expected an object with a 'facts' list, shaped like melo/demo/facts.json")
     facts = [_fact(where, f"fact {i}", f) for i, f in enumerate(data["facts"])]

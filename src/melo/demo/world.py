@@ -68,20 +68,26 @@ class World:
         return [f for f in self.facts if f.id not in self.edited_ids]
 
 
-def load_world(path: str | Path | None = None) -> World:
-    """The shipped world (or a file of the same shape); a malformed file is a MeloDataError naming the field."""
+def read_demo_json(kind: str, path: str | Path | None) -> tuple[str, Any]:
+    """(where, parsed JSON) of the shipped ``{kind}.json`` or of the file ``path``; a missing file or
+    invalid JSON is a MeloDataError."""
     if path is None:
-        where = "the shipped world.json"
-        text = resources.files(__package__).joinpath("world.json").read_text(encoding="utf-8")
+        where = f"the shipped {kind}.json"
+        text = resources.files(__package__).joinpath(f"{kind}.json").read_text(encoding="utf-8")
     else:
         path = Path(path)
         if not path.is_file():
-            raise MeloDataError(f"world file {str(path)!r} does not exist")
+            raise MeloDataError(f"{kind} file {str(path)!r} does not exist")
         where, text = str(path), read_text(path)
     try:
-        data = json.loads(text)
+        return where, json.loads(text)
     except json.JSONDecodeError as err:
         raise MeloDataError(f"{where}: line {err.lineno}: not valid JSON ({err.msg})") from None
+
+
+def load_world(path: str | Path | None = None) -> World:
+    """The shipped world (or a file of the same shape); a malformed file is a MeloDataError naming the field."""
+    where, data = read_demo_json("world", path)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("facts", "edits")):
         raise MeloDataError(f"{where}: expected an object with a 'facts' and an 'edits' list, "
                             "shaped like melo/demo/world.json")
