@@ -101,11 +101,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CounterFact: smollm2-zsre with radius 0.7, where at most ~3.5% of the neighbourhood prompts
     # (same relation, another subject) fall in a ball at T = 1,000 (docs/counterfact.md).
     "smollm2-counterfact": {**_SMOLLM2_ZSRE, "init_radius": 0.7},
-    # WikiBio hallucination: whole Wikipedia sentences learned per block (rank 8, up to 60 steps); the
-    # radius keeps a passage's other prefixes (its ARR prompts) out: they differ from an edit prompt
-    # by a sentence or more, at MiniLM distances above 0.1.
+    # WikiBio hallucination: whole Wikipedia sentences learned per block of 4 (rank 8) on layers 27-28, where a
+    # training step runs 3 of the 30 layers over the ~160-token prompts (3x faster than 20-21); lr 3e-2 and a stop
+    # at loss 0.15 (edit perplexity ~1.2) take 12-14 steps (docs/hallucination.md). The radius keeps a passage's
+    # other prefixes (its ARR prompts) out: they differ from an edit prompt by a sentence or more, at MiniLM
+    # distances above 0.1.
     "smollm2-hallucination": {**_SMOLLM2_ZSRE, "block_rank": 8, "init_radius": 0.05, "num_iter": 60, "lr_step": 40,
-                              "stop_loss": 0.05},
+                              "edit_lr": 3e-2, "stop_loss": 0.15,
+                              "target_modules": ["model.layers.27.mlp.down_proj", "model.layers.28.mlp.down_proj"]},
     # Gemma-3-270M (18 layers): the SmolLM2 layout moved to its last third.
     "gemma3-270m-zsre": {**_SMOLLM2_ZSRE, "router_layer": "model.layers.9",
                          "target_modules": ["model.layers.13.mlp.down_proj", "model.layers.14.mlp.down_proj"]},

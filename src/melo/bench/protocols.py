@@ -151,7 +151,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
         raise MeloDataError(f"no edits to make on {data.name}: the unedited model gets every candidate right")
     upstream = data.upstream[: settings.upstream_limit]
     pre = evaluate_state(scorer, editor, edits, data, upstream, prefix="pre_")
-    pre.update(_public(scorer.records(editor, edits), "pre_es"))
+    pre.update({"pre_es" + key[len("pre_err"):]: value for key, value in pre.items() if key.startswith("pre_err")})
     log({"n_edits": 0, **pre, **editor.stats()})
     done: list[Record] = []
     es_sum, edit_seconds, last_eval = 0.0, 0.0, 0
