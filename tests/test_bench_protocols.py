@@ -123,3 +123,24 @@ def test_predict_labels_in_input_order(word_tokenizer):
     texts = ["the capital of france is", "who", "what color is the sky today", "the dog"]
     assert predict_labels(model, word_tokenizer, texts, batch_size=3) == [
         predict_labels(model, word_tokenizer, [t], batch_size=1)[0] for t in texts]
+
+
+def test_generality_per_fact_scores_against_each_facts_latest_target(monkeypatch):
+    """Per fact, a re-edited fact's paraphrases count against its latest target; facts edited once
+    score as in the strict figure (from the same pass)."""
+    from melo.bench.protocols import Scorer
+
+    calls = []
+
+    def score(self, model, prompts, golds):
+        calls.append(golds)
+        hits = [float(g == ["green"] or g == ["homer"]) for g in golds]
+        return {"score": sum(hits) / len(hits), "em": 0.0, "_hits": hits}
+
+    monkeypatch.setattr(Scorer, "__call__", score)
+    scorer = Scorer("qa", "causal_lm", None, Settings())
+    once = scorer.generality(None, QA_EDITS[:3])  # three facts, each edited once
+    assert len(calls) == 1 and once["generality"] == once["generality_fact"] == pytest.approx(1 / 3)
+    out = scorer.generality(None, QA_EDITS)  # f3 re-edited: "green", then "homer"
+    assert len(calls) == 3 and calls[-1][2] == ["homer"]
+    assert out["generality"] == 0.5 and out["generality_fact"] == pytest.approx(1 / 3)
