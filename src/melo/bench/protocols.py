@@ -96,7 +96,8 @@ class Scorer:
             out["generality_em"] = strict["em"]
         if self.kind != "hallucination":
             same = all(latest[f] == t for _, t, f in pairs)  # no fact re-edited to a new target: same scores
-            per_fact = strict if same else self(model, [q for q, _, _ in pairs], [wrap(latest[f]) for _, _, f in pairs])
+            questions = [q for q, _, _ in pairs]
+            per_fact = strict if same else self(model, questions, [wrap(latest[f]) for _, _, f in pairs])
             by_fact: dict[str, list[float]] = {}
             for (_, _, fact), hit in zip(pairs, per_fact["_hits"]):
                 by_fact.setdefault(fact, []).append(hit)
