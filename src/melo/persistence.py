@@ -60,7 +60,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes) -> None:
     """Write ``data`` to a temp file next to ``path``, fsync it, rename it onto ``path``, fsync the directory."""
     tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -128,8 +128,8 @@ def write_adapter(directory: str | os.PathLike, tensors: dict[str, torch.Tensor]
     storage = {"tensors_file": name, "sha256": digest, "bytes": len(data)}
     text = json.dumps({"format_version": FORMAT_VERSION, STORAGE_KEY: storage, **meta}, indent=1)
     with save_lock(path):
-        _write_durably(path / name, data)
-        _write_durably(path / META_FILE, text.encode("utf-8"))  # the commit point
+        write_durably(path / name, data)
+        write_durably(path / META_FILE, text.encode("utf-8"))  # the commit point
         for entry in os.listdir(path):
             if _is_stale(entry, name):
                 (path / entry).unlink(missing_ok=True)

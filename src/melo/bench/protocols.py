@@ -90,13 +90,13 @@ class Scorer:
             return {}
         latest = {fact: target for _, target, fact in pairs}
         wrap = (lambda t: [t]) if self.kind == "qa" else (lambda t: t)
-        strict = self(model, [q for q, _, _ in pairs], [wrap(t) for _, t, _ in pairs])
+        questions = [q for q, _, _ in pairs]
+        strict = self(model, questions, [wrap(t) for _, t, _ in pairs])
         out = {"generality": strict["score"]}
         if "em" in strict:
             out["generality_em"] = strict["em"]
         if self.kind != "hallucination":
             same = all(latest[f] == t for _, t, f in pairs)  # no fact re-edited to a new target: same scores
-            questions = [q for q, _, _ in pairs]
             per_fact = strict if same else self(model, questions, [wrap(latest[f]) for _, _, f in pairs])
             by_fact: dict[str, list[float]] = {}
             for (_, _, fact), hit in zip(pairs, per_fact["_hits"]):
@@ -131,6 +131,13 @@ def _public(result: dict[str, float], prefix: str) -> dict[str, float]:
     return out
 
 
+def _timed_edit(editor: Any, batch: Sequence[Record], block_seconds: list[float]) -> None:
+    """One block of edits, its wall seconds appended to ``block_seconds``."""
+    start = time.perf_counter()
+    editor.edit([r.prompt for r in batch], [r.target for r in batch])
+    block_seconds.append(time.perf_counter() - start)
+
+
 def evaluate_state(scorer: Scorer, model: Any, done: Sequence[Record], data: TaskData, upstream: Sequence[Record],
                    prefix: str = "") -> dict[str, float]:
     out: dict[str, float] = {}
@@ -156,20 +163,17 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     pre.update({"pre_es" + key[len("pre_err"):]: value for key, value in pre.items() if key.startswith("pre_err")})
     log({"n_edits": 0, **pre, **editor.stats()})
     done: list[Record] = []
-    es_sum, edit_seconds, last_eval = 0.0, 0.0, 0
+    es_sum, last_eval = 0.0, 0
     block_seconds: list[float] = []
     point: dict[str, Any] = {}
     bar = tqdm(total=len(edits), desc=f"{data.name}: editing", disable=not progress, unit="edit")
     for lo in range(0, len(edits), settings.edits_per_block):
         batch = edits[lo : lo + settings.edits_per_block]
-        start = time.perf_counter()
-        editor.edit([r.prompt for r in batch], [r.target for r in batch])
-        block_seconds.append(time.perf_counter() - start)
-        edit_seconds += block_seconds[-1]
+        _timed_edit(editor, batch, block_seconds)
         done.extend(batch)
         es = _public(scorer.records(editor, batch), "es")
         es_sum += es["es"] * len(batch)
-        point = {"n_edits": len(done), **es, "edit_seconds": edit_seconds}
+        point = {"n_edits": len(done), **es, "edit_seconds": sum(block_seconds)}
         if len(done) - last_eval >= settings.metric_period or len(done) == len(edits):
             point.update(evaluate_state(scorer, editor, done, data, upstream))
             last_eval = len(done)
@@ -182,7 +186,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     summary.update(pre)
     summary["es"] = es_sum / len(done)
     summary["n_edits"] = len(done)
-    summary["edit_seconds"] = edit_seconds
+    summary["edit_seconds"] = sum(block_seconds)
     summary["block_seconds_median"] = statistics.median(block_seconds)
     return summary
 
@@ -241,16 +245,12 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     }
     log({"n_edits": 0, **pre, **editor.stats()})
     summary: dict[str, Any] = dict(pre)
-    edit_seconds = 0.0
     block_seconds: list[float] = []
     bar = tqdm(total=len(edits), desc=f"{data.name}: lifelong editing", disable=not progress, unit="edit")
     done = 0
     for lo in range(0, len(edits), s.edits_per_block):
         batch = edits[lo : lo + s.edits_per_block]
-        start = time.perf_counter()
-        editor.edit([r.prompt for r in batch], [r.target for r in batch])
-        block_seconds.append(time.perf_counter() - start)
-        edit_seconds += block_seconds[-1]
+        _timed_edit(editor, batch, block_seconds)
         done += len(batch)
         bar.update(len(batch))
         if any(lo < t <= done for t in checkpoints):
@@ -274,7 +274,7 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
                 "locality_generated": unchanged,
                 "reliability_em": rel_em, "reliability_f1": rel_f1,
                 "generalization_em": gen_em, "generalization_f1": gen_f1,
-                "edit_seconds": edit_seconds,
+                "edit_seconds": sum(block_seconds),
                 **editor.stats(),
             }
             log(point)
@@ -284,6 +284,6 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
             summary.update(point)
     bar.close()
     summary["n_edits"] = done
-    summary["edit_seconds"] = edit_seconds
+    summary["edit_seconds"] = sum(block_seconds)
     summary["block_seconds_median"] = statistics.median(block_seconds)
     return summary

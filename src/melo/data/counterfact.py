@@ -10,6 +10,7 @@ same true object), so a router that matches the relation alone captures it. ``fa
 from __future__ import annotations
 
 import os
+from itertools import islice
 
 from .locate import require_file
 from .readers import get_field, json_records
@@ -23,9 +24,7 @@ def load_counterfact(path: str | os.PathLike, limit: int | None = None) -> list[
     """The first ``limit`` CounterFact cases of a JSON list or JSON lines file, in file order."""
     path = require_file(path)
     out: list[Record] = []
-    for where, rec in json_records(path):
-        if limit is not None and len(out) >= limit:
-            break
+    for where, rec in islice(json_records(path), limit):
         text = {name: get_field(path, where, rec, name, str).strip() for name in FIELDS}
         out.append(Record(text["prompt"], text["target_new"], [text["rephrase_prompt"]],
                           f"{text['subject']}||{text['ground_truth']}", [text["target_new"]],

@@ -16,6 +16,8 @@ and the text the model should write instead of its hallucination). Upstream stay
 from __future__ import annotations
 
 import os
+from itertools import islice
+from pathlib import Path
 
 from ..errors import MeloDataError
 from .locate import CONCEPTS_FILE, HALLUCINATION_FILE, WEBTEXT_FILE, require_file, resolve_data_dir
@@ -28,9 +30,7 @@ def load_webtext(path: str | os.PathLike, limit: int | None = None) -> list[str]
     """WebText texts from JSON lines ``{"text"}`` (or a JSON list of such objects or of strings), file order."""
     path = require_file(path)
     out: list[str] = []
-    for where, rec in json_records(path):
-        if limit is not None and len(out) >= limit:
-            break
+    for where, rec in islice(json_records(path), limit):
         out.append(rec if isinstance(rec, str) else get_field(path, where, rec, "text", str))
     return out
 
@@ -63,6 +63,12 @@ def load_hallucination_edits(path: str | os.PathLike) -> tuple[list[Record], lis
     return edits, accurate
 
 
+def _webtext_upstream(root: Path) -> tuple[Path, list[Record]]:
+    """The data dir's WebText file and its texts as upstream records (empty prompt, the text as target)."""
+    path = require_file(root / WEBTEXT_FILE)
+    return path, [Record("", text) for text in load_webtext(path)]
+
+
 def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | None = None,
                        edits_file: str | os.PathLike | None = None) -> TaskData:
     """The hallucination task exactly as GRACE builds it (see the module docstring).
@@ -77,8 +83,7 @@ def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | N
     root = resolve_data_dir(data_dir)
     if edits_file is not None:
         edits, accurate = load_hallucination_edits(edits_file)
-        webtext_path = require_file(root / WEBTEXT_FILE)
-        upstream = [Record("", text) for text in load_webtext(webtext_path)]
+        webtext_path, upstream = _webtext_upstream(root)
         return TaskData("hallucination", "hallucination", edits[:limit] if limit is not None else edits, upstream,
                         accurate, files={"edits": str(require_file(edits_file)), "upstream": str(webtext_path)})
     data_path = require_file(root / HALLUCINATION_FILE)
@@ -118,8 +123,7 @@ def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | N
                 accurate.append(Record(prompt, sentences[j], fact=concept))
     if limit is not None:
         edits, originals = edits[:limit], originals[:limit]
-    webtext_path = require_file(root / WEBTEXT_FILE)
-    upstream = [Record("", text) for text in load_webtext(webtext_path)]
+    webtext_path, upstream = _webtext_upstream(root)
     files = {"passages": str(data_path), "concepts": str(concepts_path), "upstream": str(webtext_path)}
     return TaskData("hallucination", "hallucination", edits, upstream, accurate, None, originals, files=files)
 

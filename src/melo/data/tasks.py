@@ -14,6 +14,8 @@ from .zsre import load_nq, load_zsre
 
 TASKS = ("zsre", "counterfact", "scotus", "hallucination")
 QA_TASKS = ("zsre", "counterfact")
+EDITS_FILE_TASKS = QA_TASKS + ("hallucination",)  # tasks whose edits a user's file can replace
+DATA_FILE_TASKS = ("scotus",)  # tasks read whole from a user's file of labelled texts
 
 
 def check_task_files(name: str, edits_file: object = None, data_file: object = None,
@@ -23,10 +25,10 @@ def check_task_files(name: str, edits_file: object = None, data_file: object = N
     ``data_file`` (and ``fields``) for scotus (classification)."""
     if name not in TASKS:
         raise MeloDataError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}")
-    if edits_file is not None and name not in QA_TASKS + ("hallucination",):
+    if edits_file is not None and name not in EDITS_FILE_TASKS:
         raise MeloDataError(f"an edits file replaces the edits of zsre, counterfact or hallucination; task {name!r} "
                             "takes a data file (data_file) of labelled texts with a split field instead")
-    if data_file is not None and name != "scotus":
+    if data_file is not None and name not in DATA_FILE_TASKS:
         raise MeloDataError(f"a data file of labelled texts is for classification (task 'scotus'); task {name!r} "
                             "takes its edits from an edits file (edits_file)")
     if fields is not None and data_file is None:

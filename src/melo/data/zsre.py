@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+from itertools import islice
 from pathlib import Path
 
 from ..errors import MeloDataError
@@ -37,9 +38,7 @@ def load_zsre(path: str | os.PathLike, target: str = "answer", limit: int | None
         raise MeloDataError(f"zsRE target {target!r} is neither 'answer' (MELO/GRACE) nor 'alt' (WISE)")
     path = require_file(path)
     out: list[Record] = []
-    for where, rec in json_records(path):
-        if limit is not None and len(out) >= limit:
-            break
+    for where, rec in islice(json_records(path), limit):
         if isinstance(rec, dict) and "src" in rec:
             out.append(_mend_record(path, where, rec, target))
         elif isinstance(rec, dict) and "input" in rec:

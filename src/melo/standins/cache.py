@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from ..data.readers import describe_files
 from ..errors import MeloDataError
+from ..persistence import write_durably
 
 INFO_FILE = "standin.json"
 
@@ -50,6 +51,11 @@ def quiet_transformers() -> None:
 def data_sources(files: Mapping[str, str | os.PathLike], options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a model is trained from: ``{"files": {role: {"path", "sha256", "bytes"}}, "options": {...}}``."""
     return {"files": describe_files(files), "options": json.loads(json.dumps(dict(options or {}), default=str))}
+
+
+def task_sources(task: Any) -> dict[str, Any]:
+    """:func:`data_sources` of a loaded ``TaskData``: the files it was read from and its loader options."""
+    return data_sources(task.files, task.options)
 
 
 def data_key(version: int, settings: dict[str, Any], sources: dict[str, Any]) -> str:
@@ -117,16 +123,15 @@ def save_cached(directory: Path, model: Any, tokenizer: Any, info: dict[str, Any
     (directory / INFO_FILE).unlink(missing_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    tmp = directory / (INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    tmp.replace(directory / INFO_FILE)
+    _write_info(directory, info)
+
+
+def _write_info(directory: Path, info: dict[str, Any]) -> None:
+    write_durably(directory / INFO_FILE, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _add_info(directory: Path, extra: dict[str, Any]) -> None:
-    info = json.loads((directory / INFO_FILE).read_text())
-    tmp = directory / (INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps({**info, **extra}, indent=2, sort_keys=True) + "\n")
-    tmp.replace(directory / INFO_FILE)
+    _write_info(directory, {**json.loads((directory / INFO_FILE).read_text()), **extra})
 
 
 def cached_info(directory: Path) -> dict[str, Any] | None:

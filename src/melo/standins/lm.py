@@ -20,9 +20,10 @@ from torch import nn
 
 from ..bench.evaluate import target_tokens
 from ..presets import PRESETS
-from .cache import base_model_path, cache_dir, data_sources, keyed_dir, quiet_transformers, save_cached
+from .cache import base_model_path, cache_dir, keyed_dir, quiet_transformers, save_cached
 from .cache import cached_info as cached_info_in
 from .cache import load_or_train as load_or_train_cached
+from .cache import task_sources as training_sources  # the task's files (WikiBio, WebText) and options
 from .training import environment, length_batches, seed_everything, train_top_layers
 
 NAME = "minilm-lm"
@@ -35,11 +36,6 @@ SETTINGS: dict[str, Any] = dict(
 )
 
 MELO_SETTINGS: dict[str, Any] = PRESETS[NAME]  # read-only view; the values live in melo.presets
-
-
-def training_sources(task: Any) -> dict[str, Any]:
-    """What the stand-in is trained from (:func:`melo.standins.cache.data_sources`): the task's files."""
-    return data_sources(task.files, task.options)
 
 
 def cache_path(data_dir: Any = None) -> Path:

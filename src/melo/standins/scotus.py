@@ -17,9 +17,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..presets import PRESETS
-from .cache import base_model_path, cache_dir, data_sources, keyed_dir, quiet_transformers, save_cached
+from .cache import base_model_path, cache_dir, keyed_dir, quiet_transformers, save_cached
 from .cache import cached_info as cached_info_in
 from .cache import load_or_train as load_or_train_cached
+from .cache import task_sources as training_sources  # the task's files and options (fields, split)
 from .training import environment, length_batches, seed_everything, train_top_layers
 
 NAME = "minilm-scotus"
@@ -30,11 +31,6 @@ SETTINGS: dict[str, Any] = dict(
 )
 
 MELO_SETTINGS: dict[str, Any] = PRESETS[NAME]  # read-only view; the values live in melo.presets
-
-
-def training_sources(task: Any) -> dict[str, Any]:
-    """What the stand-in is trained from (:func:`melo.standins.cache.data_sources`): the task's files and options."""
-    return data_sources(task.files, task.options)
 
 
 def cache_path(data_dir: Any = None, data: Any = None) -> Path:
