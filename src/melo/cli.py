@@ -62,13 +62,17 @@ def bench(args: argparse.Namespace) -> None:
     check_data(bench_preset(args.preset), args.edits_file, args.data_file, fields)
     if args.out:
         check_out_dir(args.out)
+    if args.resume and len(methods) > 1:
+        raise MeloConfigError("--resume continues one run: give one --method")
     runs = []
     for method in methods:
         out = Path(args.out) / method if args.out and len(methods) > 1 else args.out
         runs.append(run_bench(args.preset, protocol=args.protocol, method=method, n_edits=args.n_edits,
                               data_dir=args.data_dir, out=out, edits_per_block=args.edits_per_block,
                               metric_period=args.metric_period, progress=not args.quiet, model=args.model,
-                              edits_file=args.edits_file, data_file=args.data_file, fields=fields))
+                              edits_file=args.edits_file, data_file=args.data_file, fields=fields,
+                              resume=args.resume, checkpoint_every=args.checkpoint_every,
+                              eval_sample=args.eval_sample, eval_seed=args.eval_seed))
         print((runs[-1] / "table.md").read_text())
         print(f"run directory: {runs[-1]} (metrics.jsonl, summary.json, table.md, metrics.png, router.png)")
     if len(runs) > 1:
@@ -228,6 +232,13 @@ def main(argv: list[str] | None = None) -> None:
                            help="--data-file: rows whose split field is greater than VALUE (numbers as numbers, "
                                 "e.g. a year) are edits, the rest upstream")
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
+    b.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run in DIR (started by the same command) from its last checkpoint")
+    b.add_argument("--checkpoint-every", type=_positive_int, default=100, metavar="N",
+                   help="save the run's state every N edits and around each evaluation (default 100)")
+    b.add_argument("--eval-sample", type=_positive_int, default=None, metavar="N",
+                   help="lifelong: beyond N edits, score a seeded sample of N of them (default: all)")
+    b.add_argument("--eval-seed", type=int, default=0, help="seed of --eval-sample (default 0)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=bench)
 

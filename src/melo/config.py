@@ -10,11 +10,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from .errors import MeloConfigError
 
 TASKS = ("causal_lm", "seq2seq", "classification")
 POOLINGS = ("last", "mean", "first")
 CONFLICT_RULES = ("split", "nearest")  # melo.clusters
+BLOCK_DTYPES = ("float32", "bfloat16", "float16")
 MAX_SEED = 2**32  # edit() seeds block t with seed * 1_000_003 + t: keep it within 64 bits
 
 
@@ -99,6 +102,7 @@ class MeloConfig:
     key_encoder: str | None = None  # keys from this sentence encoder ("minilm" or a folder) on the prompt text
     stop_loss: float | None = None  # end an edit early once its training loss is below this
     max_blocks: int | None = None
+    block_dtype: str | None = None  # stored blocks: None follows the model's dtype; "bfloat16" halves bytes per edit
     target_prefix: str = " "  # causal_lm: put between prompt and target text
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +141,8 @@ class MeloConfig:
                 setattr(self, name, value)
         if self.key_encoder is not None and (not isinstance(self.key_encoder, str) or not self.key_encoder):
             raise MeloConfigError(f"key_encoder must be None, 'minilm' or a model folder, got {self.key_encoder!r}")
+        if self.block_dtype is not None and self.block_dtype not in BLOCK_DTYPES:
+            raise MeloConfigError(f"block_dtype {self.block_dtype!r} is not None or one of {BLOCK_DTYPES}")
         if not isinstance(self.target_prefix, str):
             raise MeloConfigError(f"target_prefix must be a string, got {self.target_prefix!r}")
         self.extra = _checked_extra(self.extra)
@@ -144,6 +150,11 @@ class MeloConfig:
     @property
     def scale(self) -> float:
         return float(self.lora_alpha) / self.block_rank
+
+    @property
+    def storage_dtype(self):
+        """The torch dtype stored blocks are kept in, or None (they follow the model's casts)."""
+        return None if self.block_dtype is None else getattr(torch, self.block_dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,16 +18,26 @@ from .errors import MeloRoutingError
 
 
 class DynamicLoraLayer(nn.Module):
-    def __init__(self, name: str, in_features: int, out_features: int, block_rank: int, scale: float):
+    def __init__(self, name: str, in_features: int, out_features: int, block_rank: int, scale: float,
+                 storage: torch.dtype | None = None):
         super().__init__()
         self.name = name
         self.in_features, self.out_features = in_features, out_features
         self.block_rank, self.scale = block_rank, scale
+        self.storage = storage  # None: stored blocks follow the module's casts (float32 until then)
         self.n_blocks = 0
-        self.register_buffer("A", torch.zeros(0, block_rank, in_features))
-        self.register_buffer("B", torch.zeros(0, out_features, block_rank))
+        dtype = storage or torch.float32
+        self.register_buffer("A", torch.zeros(0, block_rank, in_features, dtype=dtype))
+        self.register_buffer("B", torch.zeros(0, out_features, block_rank, dtype=dtype))
         self.active_A: nn.Parameter | None = None
         self.active_B: nn.Parameter | None = None
+
+    def _apply(self, fn, recurse: bool = True):
+        """``to()`` / ``half()`` move the stored blocks; a fixed storage dtype survives dtype casts."""
+        super()._apply(fn, recurse)
+        if self.storage is not None and self.A.dtype != self.storage:
+            self.A, self.B = self.A.to(self.storage), self.B.to(self.storage)
+        return self
 
     # ---- blocks -----------------------------------------------------------------------------
     def start_block(self, generator: torch.Generator) -> list[nn.Parameter]:
@@ -50,8 +60,8 @@ class DynamicLoraLayer(nn.Module):
             cap = max(4, 2 * self.A.shape[0])
             self.A = torch.cat([self.A, self.A.new_zeros(cap - self.A.shape[0], *self.A.shape[1:])])
             self.B = torch.cat([self.B, self.B.new_zeros(cap - self.B.shape[0], *self.B.shape[1:])])
-        self.A[self.n_blocks] = self.active_A.detach()
-        self.B[self.n_blocks] = self.active_B.detach()
+        self.A[self.n_blocks] = self.active_A.detach().to(self.A.dtype)
+        self.B[self.n_blocks] = self.active_B.detach().to(self.B.dtype)
         self.n_blocks += 1
         self.discard_block()
         return self.n_blocks - 1
@@ -79,10 +89,21 @@ class DynamicLoraLayer(nn.Module):
         """Parameters of ``blocks`` blocks (default: all stored)."""
         return (self.n_blocks if blocks is None else blocks) * self.block_rank * (self.in_features + self.out_features)
 
+    def stored_bytes(self, blocks: int | None = None) -> int:
+        """Bytes of ``blocks`` stored blocks (default: all) in their storage dtype."""
+        return self.extra_parameters(blocks) * self.A.element_size()
+
     # ---- forward ----------------------------------------------------------------------------
+    def _as_stored(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` rounded to the storage dtype in the forward pass, its gradient passed straight through."""
+        if self.A.dtype == w.dtype:
+            return w
+        return w + (w.detach().to(self.A.dtype).to(w.dtype) - w.detach())
+
     def delta_all(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.to(self.active_A.dtype) @ self.active_A.t()
-        return (h @ self.active_B.t()) * self.scale
+        a, b = self._as_stored(self.active_A), self._as_stored(self.active_B)
+        h = x.to(a.dtype) @ a.t()
+        return (h @ b.t()) * self.scale
 
     def hook(self, current: Callable[[], Any]):
         """Forward hook for the target module; ``current()`` gives the routing of the call in
@@ -112,11 +133,13 @@ class DynamicLoraLayer(nn.Module):
             # every row goes through the product (unrouted ones with block 0, then left out), so a
             # row's result does not depend on which other rows are routed: kernels vary with shape
             ids = blocks.clamp_min(0)
-            xr = x.to(A.dtype)
+            dtype = torch.promote_types(x.dtype, A.dtype)
+            xr = x.to(dtype)
             squeeze = xr.dim() == 2
             if squeeze:
                 xr = xr.unsqueeze(1)
-            delta = torch.bmm(torch.bmm(xr, A[ids].transpose(1, 2)), B[ids].transpose(1, 2)) * self.scale
+            a, b = A[ids].to(dtype).transpose(1, 2), B[ids].to(dtype).transpose(1, 2)
+            delta = torch.bmm(torch.bmm(xr, a), b) * self.scale
             if squeeze:
                 delta = delta.squeeze(1)
             return output.index_add(0, rows, delta[rows].to(output.dtype))

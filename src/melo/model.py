@@ -23,6 +23,7 @@ from .encoders import SentenceEncoder
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
 from .manage import check_edit_ids, check_rollback, edit_rows
+from .memory import peak_rss_bytes
 from .nethook import check_in_encoder, first_tensor, named_module, resolve_targets, supported_features, trace
 from .prefix import frozen_prefix, head_at, next_token_targets, replay_outputs
 from .router import Router, VectorDatabase
@@ -56,7 +57,7 @@ class MeloModel(Editor):
         self.lora = nn.ModuleDict()
         for name, module in targets.items():
             fin, fout = supported_features(module, name)
-            layer = DynamicLoraLayer(name, fin, fout, config.block_rank, config.scale)
+            layer = DynamicLoraLayer(name, fin, fout, config.block_rank, config.scale, config.storage_dtype)
             self.lora[name.replace(".", "__")] = layer.to(next(module.parameters()).device)
         self._edit_lock = threading.Lock()
         self.router = Router(base_model, self.task, config.router_layer, router_module, key_dim,
@@ -258,9 +259,10 @@ class MeloModel(Editor):
     def forgotten_edits(self) -> list[dict[str, Any]]:
         return self._forgotten_rows(dict(sorted(self.db.forgotten.items())))
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | None]:
         db = self.db
         live_blocks = len(self.live_blocks())
+        adapter_bytes = sum(layer.stored_bytes() for layer in self.lora.values())
         return {
             "edits": len(self.records),
             "blocks": self.n_blocks,
@@ -272,6 +274,10 @@ class MeloModel(Editor):
             "revoked_edits": sum(1 for r in db.forgotten.values() if r == "revoked"),
             "extra_parameters": sum(layer.extra_parameters(live_blocks) for layer in self.lora.values()),
             "router_floats": db.keys.numel() + db.centres.numel(),
+            "adapter_bytes": adapter_bytes,
+            "database_bytes": db.nbytes(),
+            "adapter_bytes_per_edit": adapter_bytes / len(self.records) if self.records else None,
+            "peak_rss_bytes": peak_rss_bytes(),
         }
 
     def unload(self) -> nn.Module:
@@ -348,6 +354,10 @@ class MeloModel(Editor):
                                     f"[n, {r}, {fin}] / [n, {fout}, {r}]")
             if n_blocks is not None and A.shape[0] != n_blocks:
                 raise MeloLoadError(f"target modules hold different numbers of blocks ({A.shape[0]} vs {n_blocks})")
+            storage = self.melo_config.storage_dtype
+            if storage is not None and (A.dtype != storage or B.dtype != storage):
+                raise MeloLoadError(f"LoRA blocks of {layer.name!r} are {A.dtype} / {B.dtype}, the config stores "
+                                    f"{self.melo_config.block_dtype}")
             if not bool(torch.isfinite(A).all() and torch.isfinite(B).all()):
                 raise MeloLoadError(f"LoRA blocks of {layer.name!r} hold non-finite values")
             n_blocks = A.shape[0]

@@ -16,6 +16,7 @@ Metrics (pre-edit figures are measured the same way before the first edit):
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ..data import Record, TaskData
 from ..errors import MeloConfigError, MeloDataError
 from . import metrics
 from .evaluate import generate_answers, predict_labels, target_tokens
+from .resume import Checkpoints
 
 LOWER_IS_BETTER = {"hallucination"}
 
@@ -41,6 +43,9 @@ class Settings:
     edit_only_errors: bool = True  # GRACE/MELO: stream only the edits the model gets wrong
     upstream_limit: int | None = 1000
     checkpoints: tuple[int, ...] = (1, 10, 100, 1000)  # lifelong protocol
+    eval_sample: int | None = None  # lifelong: beyond this many edits, score a seeded sample of this size
+    eval_seed: int = 0
+    cost_period: int = 100  # lifelong: log seconds per edit and adapter size every this many edits
 
 
 class Scorer:
@@ -151,43 +156,67 @@ def evaluate_state(scorer: Scorer, model: Any, done: Sequence[Record], data: Tas
 
 
 def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
-                   log: Callable[[dict[str, Any]], None], progress: bool = True) -> dict[str, Any]:
-    """MELO/GRACE protocol: batches of edits; ES after each batch, the rest every metric_period."""
+                   log: Callable[[dict[str, Any]], None], progress: bool = True,
+                   saver: Checkpoints | None = None) -> dict[str, Any]:
+    """MELO/GRACE protocol: batches of edits; ES after each batch, the rest every metric_period. With
+    ``saver`` the run's state is saved every ``saver.every`` edits and after each evaluation, and a
+    saved state is resumed."""
     prefix = getattr(getattr(editor, "melo_config", None), "target_prefix", " ")
     scorer = Scorer(data.kind, task, editor.tokenizer, settings, prefix, progress)
-    edits = select_edits(scorer, editor, data, settings)
-    if not edits:
-        raise MeloDataError(f"no edits to make on {data.name}: the unedited model gets every candidate right")
     upstream = data.upstream[: settings.upstream_limit]
-    pre = evaluate_state(scorer, editor, edits, data, upstream, prefix="pre_")
-    pre.update({"pre_es" + key[len("pre_err"):]: value for key, value in pre.items() if key.startswith("pre_err")})
-    log({"n_edits": 0, **pre, **editor.stats()})
-    done: list[Record] = []
-    es_sum, last_eval = 0.0, 0
-    block_seconds: list[float] = []
-    point: dict[str, Any] = {}
-    bar = tqdm(total=len(edits), desc=f"{data.name}: editing", disable=not progress, unit="edit")
-    for lo in range(0, len(edits), settings.edits_per_block):
-        batch = edits[lo : lo + settings.edits_per_block]
-        _timed_edit(editor, batch, block_seconds)
-        done.extend(batch)
-        es = _public(scorer.records(editor, batch), "es")
-        es_sum += es["es"] * len(batch)
-        point = {"n_edits": len(done), **es, "edit_seconds": sum(block_seconds)}
-        if len(done) - last_eval >= settings.metric_period or len(done) == len(edits):
-            point.update(evaluate_state(scorer, editor, done, data, upstream))
-            last_eval = len(done)
+    state = saver.state["loop"] if saver is not None and saver.state else None
+    if state is None:
+        position = {id(r): i for i, r in enumerate(data.edits)}
+        edits = select_edits(scorer, editor, data, settings)
+        if not edits:
+            raise MeloDataError(f"no edits to make on {data.name}: the unedited model gets every candidate right")
+        pre = evaluate_state(scorer, editor, edits, data, upstream, prefix="pre_")
+        pre.update({"pre_es" + key[len("pre_err"):]: value for key, value in pre.items()
+                    if key.startswith("pre_err")})
+        log({"n_edits": 0, **pre, **editor.stats()})
+        state = {"edits": [position[id(r)] for r in edits], "pre": pre, "done": 0, "es_sum": 0.0, "last_eval": 0,
+                 "block_seconds": [], "point": {}}
+        if saver is not None:
+            saver.save(editor, state)
+    edits = [data.edits[i] for i in state["edits"]]
+    block_seconds: list[float] = state["block_seconds"]
+
+    def finish(point: dict[str, Any], evaluated: bool) -> None:
+        if evaluated:
+            point.update(evaluate_state(scorer, editor, edits[: point["n_edits"]], data, upstream))
+            state["last_eval"] = point["n_edits"]
         point.update(editor.stats())
         log(point)
+        state["point"], state["pending"] = point, None
+
+    if saver is not None and state.get("pending"):  # killed during an evaluation: do it again
+        finish(state["pending"], True)
+        saver.save(editor, state, adapter=False)
+    bar = tqdm(total=len(edits), initial=state["done"], desc=f"{data.name}: editing", disable=not progress,
+               unit="edit")
+    for lo in range(state["done"], len(edits), settings.edits_per_block):
+        batch = edits[lo : lo + settings.edits_per_block]
+        _timed_edit(editor, batch, block_seconds)
+        done = state["done"] = lo + len(batch)
+        es = _public(scorer.records(editor, batch), "es")
+        state["es_sum"] += es["es"] * len(batch)
+        point = {"n_edits": done, **es, "edit_seconds": sum(block_seconds)}
+        evaluated = done - state["last_eval"] >= settings.metric_period or done == len(edits)
+        if evaluated and saver is not None:  # the edits are safe before a long evaluation
+            state["pending"] = point
+            saver.save(editor, state)
+        finish(point, evaluated)
         bar.update(len(batch))
         bar.set_postfix({k: round(v, 3) for k, v in point.items() if k in ("es", "err", "trr")})
+        if saver is not None and (evaluated or done // saver.every > lo // saver.every):
+            saver.save(editor, state, adapter=not evaluated)
     bar.close()
-    summary = {k: v for k, v in point.items() if k != "es" and not k.startswith("es_")}
-    summary.update(pre)
-    summary["es"] = es_sum / len(done)
-    summary["n_edits"] = len(done)
+    summary = {k: v for k, v in state["point"].items() if k != "es" and not k.startswith("es_")}
+    summary.update(state["pre"])
+    summary["es"] = state["es_sum"] / state["done"]
+    summary["n_edits"] = state["done"]
     summary["edit_seconds"] = sum(block_seconds)
-    summary["block_seconds_median"] = statistics.median(block_seconds)
+    summary.update(_window_medians(block_seconds))
     return summary
 
 
@@ -200,17 +229,54 @@ def _token_accuracy(argmax: list[list[int]], gold: list[list[int]], eos: int | N
     return out
 
 
+def eval_rows(done: int, sample: int | None, seed: int) -> list[int]:
+    """Indices of the edits scored after ``done`` edits: all of them, or a seeded sample of ``sample``."""
+    if sample is None or done <= sample:
+        return list(range(done))
+    return sorted(random.Random(seed * 1_000_003 + done).sample(range(done), sample))
+
+
+def _window_medians(block_seconds: list[float]) -> dict[str, float]:
+    """Median seconds per block over the whole run and over its first and last windows (flatness)."""
+    if not block_seconds:
+        return {}
+    window = min(1000, max(1, len(block_seconds) // 10))
+    return {"block_seconds_median": statistics.median(block_seconds), "block_seconds_window": window,
+            "block_seconds_median_first": statistics.median(block_seconds[:window]),
+            "block_seconds_median_last": statistics.median(block_seconds[-window:])}
+
+
+def _cost_point(editor: Any, done: int, block_seconds: list[float], edits_per_block: int) -> dict[str, Any]:
+    """What the run costs so far: seconds per edit over the last blocks, adapter and database size."""
+    stats = editor.stats()
+    recent = block_seconds[-max(1, 100 // edits_per_block):]
+    point = {"n_edits": done, "edit_seconds": sum(block_seconds),
+             "seconds_per_edit": statistics.median(recent) / edits_per_block, **stats}
+    if stats.get("adapter_bytes") is not None:
+        point["adapter_mb"] = stats["adapter_bytes"] / 2**20
+    return point
+
+
 def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
-                 log: Callable[[dict[str, Any]], None], progress: bool = True) -> dict[str, Any]:
-    """WISE/EasyEdit protocol: after T edits, Reliability, Generalization and Locality of those T."""
+                 log: Callable[[dict[str, Any]], None], progress: bool = True,
+                 saver: Checkpoints | None = None) -> dict[str, Any]:
+    """WISE/EasyEdit protocol: after T edits, Reliability, Generalization and Locality of those T (or
+    of a seeded sample of ``settings.eval_sample`` of them). With ``saver`` the run's state is
+    saved every ``saver.every`` edits and around each evaluation, and a saved state is resumed."""
     if data.kind != "qa":
         raise MeloConfigError(f"the lifelong protocol is defined for QA editing, not {data.kind!r}")
     tok = editor.tokenizer
-    total = max(settings.checkpoints) if settings.n_edits is None else settings.n_edits
-    edits = list(data.edits[:total])
-    checkpoints = sorted({t for t in settings.checkpoints if t <= len(edits)} | {len(edits)})
-    loc_prompts = [r.locality_prompt or "" for r in edits]
     s = settings
+    total = max(s.checkpoints) if s.n_edits is None else s.n_edits
+    edits = list(data.edits[:total])
+    # evaluated after the block that reaches each checkpoint T
+    points = sorted({min(len(edits), -(-t // s.edits_per_block) * s.edits_per_block)
+                     for t in s.checkpoints if t <= len(edits)} | {len(edits)})
+    rows_at = {t: eval_rows(t, s.eval_sample, s.eval_seed) for t in points}
+    needed = sorted(set().union(*rows_at.values()))
+    loc_prompts = [r.locality_prompt or "" for r in edits]
+    loc_targets = [r.locality_answer or "" for r in edits]
+    has_loc_answer = [bool(r.locality_prompt and r.locality_answer) for r in edits]
 
     def desc(what: str, n: int) -> str | None:
         return f"{what} ({n} prompts)" if progress else None
@@ -219,13 +285,14 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         return generate_answers(editor, tok, prompts, task, s.batch_size, s.max_new_tokens,
                                 desc("answers", len(prompts)))
 
-    def predicted(prompts: Sequence[str], targets: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    def predicted(prompts: Sequence[str], targets: Sequence[str]) -> tuple[list[float], list[list[int]]]:
         _, argmax, gold = target_tokens(editor, tok, prompts, targets, task, s.batch_size,
                                         desc=desc("teacher-forced", len(prompts)))
-        return argmax, gold
+        return _token_accuracy(argmax, gold, tok.eos_token_id), argmax
 
-    def reliability(prompts: Sequence[str], targets: Sequence[str]) -> float:
-        return metrics.mean(_token_accuracy(*predicted(prompts, targets), tok.eos_token_id))
+    def reliability(records: Sequence[Record], rephrased: bool = False) -> float:
+        prompts = [r.rephrases[0] if rephrased else r.prompt for r in records]
+        return metrics.mean(predicted(prompts, [r.target for r in records])[0])
 
     def generated(prompts: Sequence[str], targets: Sequence[str]) -> tuple[float, float]:
         """Exact match and token F1 of greedy answers against the targets."""
@@ -233,57 +300,77 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         return (metrics.mean([metrics.exact_match(a, t) for a, t in zip(answers, targets)]),
                 metrics.mean([metrics.token_f1(a, t) for a, t in zip(answers, targets)]))
 
-    # WISE / EasyEdit locality: the share of the locality answer's tokens predicted as before
-    loc_targets = [r.locality_answer or "" for r in edits]
-    teacher_loc = [i for i, r in enumerate(edits) if r.locality_prompt and r.locality_answer]
-    before_loc_tokens = predicted([loc_prompts[i] for i in teacher_loc], [loc_targets[i] for i in teacher_loc])[0]
-    before_loc = outputs(loc_prompts)
-    pre = {
-        "pre_reliability": reliability([r.prompt for r in edits], [r.target for r in edits]),
-        "pre_generalization": reliability([r.rephrases[0] for r in edits if r.rephrases],
-                                          [r.target for r in edits if r.rephrases]),
-    }
-    log({"n_edits": 0, **pre, **editor.stats()})
-    summary: dict[str, Any] = dict(pre)
-    block_seconds: list[float] = []
-    bar = tqdm(total=len(edits), desc=f"{data.name}: lifelong editing", disable=not progress, unit="edit")
-    done = 0
-    for lo in range(0, len(edits), s.edits_per_block):
+    state = saver.state["loop"] if saver is not None and saver.state else None
+    if state is None:
+        # WISE / EasyEdit locality: the share of the locality answer's tokens predicted as before
+        teacher = [i for i in needed if has_loc_answer[i]]
+        final = [edits[i] for i in rows_at[points[-1]]]
+        pre = {"pre_reliability": reliability(final),
+               "pre_generalization": reliability([r for r in final if r.rephrases], rephrased=True)}
+        state = {"done": 0, "block_seconds": [], "summary": dict(pre),
+                 "before_tokens": predicted([loc_prompts[i] for i in teacher], [loc_targets[i] for i in teacher])[1],
+                 "before_answers": outputs([loc_prompts[i] for i in needed])}
+        log({"n_edits": 0, **pre, **editor.stats()})
+        if saver is not None:
+            saver.save(editor, state)
+    teacher = [i for i in needed if has_loc_answer[i]]
+    before_tokens = dict(zip(teacher, state["before_tokens"]))
+    before_answers = dict(zip(needed, state["before_answers"]))
+    block_seconds: list[float] = state["block_seconds"]
+    summary: dict[str, Any] = state["summary"]
+    def evaluate(done: int) -> None:
+        rows = rows_at[done]
+        seen = [edits[i] for i in rows]
+        with_rephrase = [r for r in seen if r.rephrases]
+        after_answers = outputs([loc_prompts[i] for i in rows])
+        loc_rows = [i for i in rows if has_loc_answer[i]]
+        after_tokens = predicted([loc_prompts[i] for i in loc_rows], [loc_targets[i] for i in loc_rows])[1]
+        same_tokens = [sum(a == b for a, b in zip(after, before_tokens[i])) / max(1, len(before_tokens[i]))
+                       for i, after in zip(loc_rows, after_tokens)]
+        unchanged = metrics.mean([float(a == before_answers[i]) for i, a in zip(rows, after_answers)])
+        rel_em, rel_f1 = generated([r.prompt for r in seen], [r.target for r in seen])
+        gen_em, gen_f1 = generated([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase])
+        point = {
+            "n_edits": done,
+            "scored_edits": len(rows),
+            "reliability": reliability(seen),
+            "generalization": reliability(with_rephrase, rephrased=True),
+            # teacher-forced (WISE) where locality answers exist, else whether generation is unchanged
+            "locality": metrics.mean(same_tokens) if loc_rows else unchanged,
+            "locality_generated": unchanged,
+            "reliability_em": rel_em, "reliability_f1": rel_f1,
+            "generalization_em": gen_em, "generalization_f1": gen_f1,
+            **_cost_point(editor, done, block_seconds, s.edits_per_block),
+        }
+        log(point)
+        summary[f"T{done}"] = {k: point[k] for k in (
+            "scored_edits", "reliability", "generalization", "locality", "locality_generated", "reliability_em",
+            "reliability_f1", "generalization_em", "generalization_f1", "edit_seconds")}
+        summary.update(point)
+        state["pending"] = None
+        if saver is not None:
+            saver.save(editor, state, adapter=False)
+
+    if state.get("pending"):  # killed during an evaluation: do it again
+        evaluate(state["pending"])
+    bar = tqdm(total=len(edits), initial=state["done"], desc=f"{data.name}: lifelong editing",
+               disable=not progress, unit="edit")
+    for lo in range(state["done"], len(edits), s.edits_per_block):
         batch = edits[lo : lo + s.edits_per_block]
         _timed_edit(editor, batch, block_seconds)
-        done += len(batch)
+        done = state["done"] = lo + len(batch)
         bar.update(len(batch))
-        if any(lo < t <= done for t in checkpoints):
-            seen = edits[:done]
-            with_rephrase = [r for r in seen if r.rephrases]
-            after_loc = outputs(loc_prompts[:done])
-            rows = [i for i in teacher_loc if i < done]
-            after_tokens = predicted([loc_prompts[i] for i in rows], [loc_targets[i] for i in rows])[0]
-            same_tokens = [sum(a == b for a, b in zip(after, before)) / max(1, len(before))
-                           for after, before in zip(after_tokens, before_loc_tokens)]
-            unchanged = metrics.mean([float(a == b) for a, b in zip(after_loc, before_loc[:done])])
-            rel_em, rel_f1 = generated([r.prompt for r in seen], [r.target for r in seen])
-            gen_em, gen_f1 = generated([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase])
-            point = {
-                "n_edits": done,
-                "reliability": reliability([r.prompt for r in seen], [r.target for r in seen]),
-                "generalization": reliability([r.rephrases[0] for r in with_rephrase],
-                                              [r.target for r in with_rephrase]),
-                # teacher-forced (WISE) where locality answers exist, else whether generation is unchanged
-                "locality": metrics.mean(same_tokens) if rows else unchanged,
-                "locality_generated": unchanged,
-                "reliability_em": rel_em, "reliability_f1": rel_f1,
-                "generalization_em": gen_em, "generalization_f1": gen_f1,
-                "edit_seconds": sum(block_seconds),
-                **editor.stats(),
-            }
-            log(point)
-            summary[f"T{done}"] = {k: point[k] for k in (
-                "reliability", "generalization", "locality", "locality_generated", "reliability_em",
-                "reliability_f1", "generalization_em", "generalization_f1")}
-            summary.update(point)
+        if done // s.cost_period > lo // s.cost_period:
+            log(_cost_point(editor, done, block_seconds, s.edits_per_block))
+        if done in rows_at:
+            state["pending"] = done
+            if saver is not None:  # the edits are safe before a long evaluation
+                saver.save(editor, state)
+            evaluate(done)
+        elif saver is not None and done // saver.every > lo // saver.every:
+            saver.save(editor, state)
     bar.close()
-    summary["n_edits"] = done
+    summary["n_edits"] = state["done"]
     summary["edit_seconds"] = sum(block_seconds)
-    summary["block_seconds_median"] = statistics.median(block_seconds)
+    summary.update(_window_medians(block_seconds))
     return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,21 +19,34 @@ import matplotlib.pyplot as plt  # noqa: E402
 QUALITY = [("es", "ES"), ("err", "ERR"), ("trr", "TRR"), ("generality", "Generality"), ("arr", "ARR"),
            ("reliability", "Reliability"), ("generalization", "Generalization"), ("locality", "Locality")]
 ROUTER = [("clusters", "clusters"), ("conflicts", "conflicts"), ("forgotten_edits", "forgotten edits")]
+COST = [("seconds_per_edit", "seconds per edit"), ("adapter_mb", "adapter MB")]
 
 
 class RunWriter:
     """Appends one JSON line per evaluation point; writes the summary, table and plots at the end."""
 
-    def __init__(self, directory: str | Path, config: dict[str, Any]):
+    def __init__(self, directory: str | Path, config: dict[str, Any], keep_lines: int | None = None):
+        """A new run directory, or (``keep_lines``) a resumed one whose first metric lines are kept."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
         self.metrics_path = self.dir / "metrics.jsonl"
-        self.metrics_path.write_text("")
+        if keep_lines is None:
+            (self.dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
+            kept = []
+        else:
+            kept = read_text(self.metrics_path).splitlines(keepends=True)[:keep_lines] \
+                if self.metrics_path.is_file() else []
+            if len(kept) < keep_lines:
+                raise MeloDataError(f"{self.metrics_path} has {len(kept)} lines, its checkpoint {keep_lines}")
+        self.metrics_path.write_text("".join(kept))
+        self.lines = len(kept)
 
     def log(self, point: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(point) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.lines += 1
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Path]:
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -107,7 +121,7 @@ def plot_runs(directories: Sequence[str | Path], out_dir: str | Path) -> dict[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, keys in (("metrics", QUALITY), ("router", ROUTER)):
+    for name, keys in (("metrics", QUALITY), ("router", ROUTER), ("cost", COST)):
         present = [(k, label) for k, label in keys if any(k in p for _, _, pts in runs for p in pts)]
         if not present:
             continue

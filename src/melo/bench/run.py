@@ -9,16 +9,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..baselines import BASELINES, make_baseline
+from ..baselines import BASELINES, load_baseline, make_baseline
 from ..config import MeloConfig
 from ..data import ClassificationFields, load_task, resolve_data_dir
 from ..data.readers import describe_files
 from ..data.tasks import DATA_FILE_TASKS, EDITS_FILE_TASKS, QA_TASKS
 from ..errors import MeloConfigError, MeloDataError
-from ..model import get_melo_model
+from ..model import MeloModel, get_melo_model
 from .presets import BENCH_PRESETS, BenchPreset, bench_preset
 from .protocols import Settings, run_lifelong, run_sequential
-from .report import RunWriter, check_out_dir
+from .report import check_out_dir
+from .resume import open_run
 
 METHODS = ("melo",) + BASELINES
 PROTOCOLS = ("sequential", "lifelong")
@@ -85,19 +86,31 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
               progress: bool = True, melo_overrides: dict[str, Any] | None = None,
               method_options: dict[str, Any] | None = None, model: str | None = None,
               edits_file: str | Path | None = None, data_file: str | Path | None = None,
-              fields: ClassificationFields | None = None) -> Path:
+              fields: ClassificationFields | None = None, resume: str | Path | None = None,
+              checkpoint_every: int = 100, eval_sample: int | None = None, eval_seed: int = 0) -> Path:
     """Run one experiment; ``model`` (a known offline name, .gguf file, folder or hub name; see
     melo.loading) replaces the preset's model, ``edits_file`` its edits (zsRE presets: zsRE format;
     CounterFact presets: EasyEdit's CounterFact format; hallucination: ``{prompt, target, accurate}``
     rows), ``data_file`` with ``fields`` its data
     (classification: labelled texts, edit rows told by a split field; a stand-in is trained on the
-    file's upstream rows). config.json records every data file read with its sha256."""
+    file's upstream rows). config.json records every data file read with its sha256.
+
+    The run is checkpointed every ``checkpoint_every`` edits and around each evaluation;
+    ``resume`` (a run directory of the same command) continues a run from its last checkpoint.
+    ``eval_sample``: lifelong evaluations beyond that many edits score a seeded sample of them."""
     p = bench_preset(preset)
     check_run(p, protocol, method)
     check_data(p, edits_file, data_file, fields)
-    for name, value in (("n_edits", n_edits), ("edits_per_block", edits_per_block), ("metric_period", metric_period)):
+    for name, value in (("n_edits", n_edits), ("edits_per_block", edits_per_block), ("metric_period", metric_period),
+                        ("checkpoint_every", checkpoint_every), ("eval_sample", eval_sample)):
         if value is not None and value < 1:
             raise MeloConfigError(f"{name} must be at least 1, got {value}")
+    if resume is not None:
+        if out is not None and Path(out) != Path(resume):
+            raise MeloConfigError(f"--resume {str(resume)!r} continues that run directory; leave out --out {out!r}")
+        if not (Path(resume) / "config.json").is_file():
+            raise MeloDataError(f"--resume {str(resume)!r} is not a run directory of melo bench (no config.json)")
+        out = resume
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = check_out_dir(out if out else Path("runs") / f"{preset}-{method}-{protocol}-{stamp}")
     data_path = resolve_data_dir(data_dir) if data_file is None or data_dir is not None else None
@@ -118,14 +131,15 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
         n_edits=n_edits if n_edits is not None else p.n_edits,
         max_new_tokens=p.max_new_tokens,
         upstream_limit=p.upstream_limit,
+        eval_sample=eval_sample,
+        eval_seed=eval_seed,
     )
     options = {**p.baseline_options.get(method, {}), **(method_options or {})}
     if method == "lora" and "r" not in options and "expected_blocks" not in options:
         # MELO's capacity at the end of the run (an upper bound: only errors are edited)
         n = len(data.edits) if settings.n_edits is None else min(settings.n_edits, len(data.edits))
         options["expected_blocks"] = max(1, math.ceil(n / settings.edits_per_block))
-    editor = make_editor(method, base, config, tokenizer, **options)
-    writer = RunWriter(out_dir, {
+    run_config = {
         "preset": preset, "method": method, "protocol": protocol,
         "data_dir": None if data_path is None else str(data_path), "model": model,
         "edits_file": None if edits_file is None else str(edits_file),
@@ -134,12 +148,16 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
                  "label_names": data.label_names, "n_edits": len(data.edits), "n_upstream": len(data.upstream),
                  "n_accurate": len(data.accurate)},
         "melo": config.to_dict(), "method_options": options, "settings": asdict(settings), "notes": p.notes,
-    })
+    }
+    load = MeloModel.from_pretrained if method == "melo" else load_baseline
+    editor, writer, saver = open_run(
+        out_dir, run_config, lambda: make_editor(method, base, config, tokenizer, **options),
+        lambda adapter: load(base, adapter, tokenizer=tokenizer), checkpoint_every, resume is not None)
     runner = run_lifelong if protocol == "lifelong" else run_sequential
     with warnings.catch_warnings():
         # EncoderDecoderModel warns on every forward that gets labels and decoder ids (a v4.12 note)
         warnings.filterwarnings("ignore", message="Version v4.12.0 introduces", category=FutureWarning)
-        summary = runner(editor, data, config.task, settings, writer.log, progress)
+        summary = runner(editor, data, config.task, settings, writer.log, progress, saver)
     summary.update(method=method, preset=preset, protocol=protocol)
     writer.finish(summary)
     return out_dir
