@@ -23,7 +23,8 @@ def run_variant(preset: str, n_edits: int, out: Path, name: str, overrides: dict
     directory = out / name
     if not (directory / "summary.json").is_file():
         run_bench(preset, protocol="lifelong", n_edits=n_edits, data_dir=data_dir, out=directory,
-                  melo_overrides=overrides, progress=False)
+                  melo_overrides=overrides, progress=False,
+                  resume=directory if (directory / "config.json").is_file() else None)
     return json.loads((directory / "summary.json").read_text())
 
 

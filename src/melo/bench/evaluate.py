@@ -7,16 +7,29 @@ a baseline editor, or a plain model). ``task`` is the MeloConfig task: "seq2seq"
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from ..editor import Editor
+from ..prefix import head_at, next_token_targets
 from ..text import causal_lm_batch, seq2seq_batch, tokenize
 
 
 def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
+
+
+def _output_head(model: Any) -> torch.nn.Module:
+    inner = model.base_model if isinstance(model, Editor) else model
+    return inner.get_output_embeddings()
+
+
+def _this_thread():
+    me = threading.get_ident()
+    return lambda: threading.get_ident() == me
 
 
 def _chunks(items: Sequence[Any], size: int, desc: str | None = None):
@@ -82,14 +95,16 @@ def target_tokens(model: Any, tokenizer: Any, prompts: Sequence[str], targets: S
         labels = batch.pop("labels")
         if task == "seq2seq":
             logits = model(**batch, labels=labels).logits
+            mask = labels != -100
+            at_targets, wanted = logits[mask].float(), labels[mask]
         else:
             if hasattr(model, "route"):  # a router pools the prompt only, as at edit time
                 batch["melo_key_mask"] = batch["attention_mask"] * (labels == -100)
-            logits = model(**batch).logits[:, :-1]
-            labels = labels[:, 1:]
-        mask = labels != -100
-        at_targets = logits[mask].float()  # the vocabulary softmax only where it is scored
-        wanted = labels[mask]
+            positions, wanted = next_token_targets(labels)
+            mask = labels[:, 1:] != -100
+            with head_at(_output_head(model), positions, _this_thread()):  # the head only where it is scored
+                logits = model(**batch).logits
+            at_targets = (logits[:, :-1][mask] if logits.dim() == 3 else logits).float()  # 3-d: head not hooked
         picked = torch.log_softmax(at_targets, -1).gather(-1, wanted.unsqueeze(-1)).squeeze(-1)
         counts = mask.sum(1).tolist()
         for i, row_logp, row_best, row_gold in zip(idx, picked.split(counts), at_targets.argmax(-1).split(counts),
