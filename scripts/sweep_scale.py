@@ -1,6 +1,6 @@
 """Lifelong-protocol sweep of bytes and seconds per edit: each variant is one `melo bench` run.
 
-Each variant (a JSON object of MeloConfig overrides of the preset) runs the lifelong protocol on the
+Each variant (a JSON object of MeloConfig overrides of the preset, and optionally ``edits_per_block``) runs the lifelong protocol on the
 first ``--n-edits`` records in its own run directory under ``--out``; a variant whose run finished
 (``summary.json`` there) is not run again, so the sweep continues where a killed one stopped. The
 table printed at the end (and written to ``OUT/sweep.md``) has Rel. / Gen. / Loc. (teacher-forced),
@@ -21,8 +21,11 @@ from melo.bench.run import run_bench
 
 def run_variant(preset: str, n_edits: int, out: Path, name: str, overrides: dict, data_dir: str | None) -> dict:
     directory = out / name
+    overrides = dict(overrides)
+    edits_per_block = overrides.pop("edits_per_block", None)  # a protocol setting, not a MeloConfig field
     if not (directory / "summary.json").is_file():
         run_bench(preset, protocol="lifelong", n_edits=n_edits, data_dir=data_dir, out=directory,
+                  edits_per_block=edits_per_block,
                   melo_overrides=overrides, progress=False,
                   resume=directory if (directory / "config.json").is_file() else None)
     return json.loads((directory / "summary.json").read_text())

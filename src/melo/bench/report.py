@@ -121,7 +121,7 @@ def plot_runs(directories: Sequence[str | Path], out_dir: str | Path) -> dict[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, keys in (("metrics", QUALITY), ("router", ROUTER), ("cost", COST)):
+    for name, keys in (("metrics", QUALITY + COST), ("router", ROUTER)):
         present = [(k, label) for k, label in keys if any(k in p for _, _, pts in runs for p in pts)]
         if not present:
             continue
