@@ -136,11 +136,12 @@ def _public(result: dict[str, float], prefix: str) -> dict[str, float]:
     return out
 
 
-def _timed_edit(editor: Any, batch: Sequence[Record], block_seconds: list[float]) -> None:
-    """One block of edits, its wall seconds appended to ``block_seconds``."""
+def _timed_edit(editor: Any, batch: Sequence[Record], state: dict[str, Any]) -> None:
+    """One block of edits; its wall seconds and training steps appended to the loop state's lists."""
     start = time.perf_counter()
-    editor.edit([r.prompt for r in batch], [r.target for r in batch])
-    block_seconds.append(time.perf_counter() - start)
+    result = editor.edit([r.prompt for r in batch], [r.target for r in batch])
+    state["block_seconds"].append(time.perf_counter() - start)
+    state.setdefault("block_steps", []).append(len(getattr(result, "losses", ())))
 
 
 def evaluate_state(scorer: Scorer, model: Any, done: Sequence[Record], data: TaskData, upstream: Sequence[Record],
@@ -196,7 +197,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
                unit="edit")
     for lo in range(state["done"], len(edits), settings.edits_per_block):
         batch = edits[lo : lo + settings.edits_per_block]
-        _timed_edit(editor, batch, block_seconds)
+        _timed_edit(editor, batch, state)
         done = state["done"] = lo + len(batch)
         es = _public(scorer.records(editor, batch), "es")
         state["es_sum"] += es["es"] * len(batch)
@@ -216,7 +217,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     summary["es"] = state["es_sum"] / state["done"]
     summary["n_edits"] = state["done"]
     summary["edit_seconds"] = sum(block_seconds)
-    summary.update(_window_medians(block_seconds))
+    summary.update(_window_medians(block_seconds, state.get("block_steps", [])))
     return summary
 
 
@@ -236,12 +237,14 @@ def eval_rows(done: int, sample: int | None, seed: int) -> list[int]:
     return sorted(random.Random(seed * 1_000_003 + done).sample(range(done), sample))
 
 
-def _window_medians(block_seconds: list[float]) -> dict[str, float]:
-    """Median seconds per block over the whole run and over its first and last windows (flatness)."""
+def _window_medians(block_seconds: list[float], block_steps: list[int]) -> dict[str, float]:
+    """Median seconds and training steps per block over the whole run, and seconds over its first and
+    last windows (flatness)."""
     if not block_seconds:
         return {}
     window = min(1000, max(1, len(block_seconds) // 10))
     return {"block_seconds_median": statistics.median(block_seconds), "block_seconds_window": window,
+            "block_steps_median": statistics.median(block_steps) if block_steps else None,
             "block_seconds_median_first": statistics.median(block_seconds[:window]),
             "block_seconds_median_last": statistics.median(block_seconds[-window:])}
 
@@ -357,7 +360,7 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
                disable=not progress, unit="edit")
     for lo in range(state["done"], len(edits), s.edits_per_block):
         batch = edits[lo : lo + s.edits_per_block]
-        _timed_edit(editor, batch, block_seconds)
+        _timed_edit(editor, batch, state)
         done = state["done"] = lo + len(batch)
         bar.update(len(batch))
         if done // s.cost_period > lo // s.cost_period:
@@ -372,5 +375,5 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     bar.close()
     summary["n_edits"] = state["done"]
     summary["edit_seconds"] = sum(block_seconds)
-    summary.update(_window_medians(block_seconds))
+    summary.update(_window_medians(block_seconds, state.get("block_steps", [])))
     return summary
