@@ -152,7 +152,7 @@ def test_grace_generation_holds_the_prompt_entry(edited, word_tokenizer):
 
 def test_grace_teacher_forced_scoring_keys_on_the_prompt(edited, word_tokenizer):
     """evaluate.target_tokens passes melo_key_mask (prompt tokens) to editors that have route()."""
-    from melo.bench.evaluate import target_tokens
+    from melo.evaluation.predict import target_tokens
 
     editor, targets, _ = edited("grace", "gpt2")
     _, argmax, gold = target_tokens(editor, word_tokenizer, EDIT_PROMPTS, targets, "causal_lm")

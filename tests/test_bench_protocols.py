@@ -6,10 +6,10 @@ import pytest
 from conftest import MODEL_FACTORIES, melo_config
 
 import melo
-from melo.bench.evaluate import predict_labels
 from melo.bench.protocols import Settings, run_lifelong, run_sequential
 from melo.bench.report import RunWriter, markdown_table, plot_runs
 from melo.data import Record, TaskData
+from melo.evaluation.predict import predict_labels
 
 QA_EDITS = [
     Record("the capital of france is", "rome", rephrases=["the capital city of france is"], fact="f1",
@@ -105,7 +105,7 @@ def test_table_and_overlay(tmp_path):
 @pytest.mark.parametrize("family,task", [("gpt2", "causal_lm"), ("t5", "seq2seq")])
 def test_target_tokens_in_input_order_whatever_the_batching(family, task, word_tokenizer):
     """Length-sorted batches give each example the result it gets alone, in the caller's order."""
-    from melo.bench.evaluate import target_tokens
+    from melo.evaluation.predict import target_tokens
 
     model = MODEL_FACTORIES[family]()
     prompts = ["the capital of france is", "who", "what color is the sky today", "the dog"]

@@ -90,7 +90,8 @@ def test_melo_run_end_to_end_on_a_small_world(tmp_path, monkeypatch, capsys):
     assert "| edit success | 0.00 | 1.00 |" in text
 
     from melo import MeloModel
-    from melo.demo.run import Asker, Subject
+    from melo.demo.measure import Asker
+    from melo.demo.subjects import Subject
 
     base, tok, _ = demo_model.load_or_train(world, progress=False)
     loaded = MeloModel.from_pretrained(base, out / "adapter", tokenizer=tok)
@@ -99,7 +100,9 @@ def test_melo_run_end_to_end_on_a_small_world(tmp_path, monkeypatch, capsys):
     controls = [q for f in world.untouched() for q in (f.question, *f.paraphrases)]
     with loaded.disabled():
         before = ask(loaded, controls)
-    assert ask.answers_after_edit(loaded, controls, before) == ask(loaded, controls)  # the shortcut is exact
+    routed = ask.routed(loaded, controls)
+    after = ask(loaded, controls)  # unrouted controls answer as the base model: measure() asks only the rest
+    assert [a for a, r in zip(after, routed) if not r] == [b for b, r in zip(before, routed) if not r]
 
 
 def test_melo_run_reports_bad_options(tmp_path, capsys):

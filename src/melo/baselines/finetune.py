@@ -24,6 +24,16 @@ from ..nethook import resolve_targets
 from .base import BaselineEditor
 
 
+def _peft() -> Any:
+    """The peft package (an extra: the LoRA baseline is its only user)."""
+    try:
+        import peft
+        import peft.utils
+    except ImportError as err:
+        raise ImportError("the LoRA baseline needs peft: pip install 'melo[baselines]'") from err
+    return peft
+
+
 class _SequentialEditor(BaselineEditor):
     """Trains ``_trainable()`` on every batch with MELO's schedule; restores them if the edit fails."""
 
@@ -68,8 +78,7 @@ class LoraEditor(_SequentialEditor):
 
     def __init__(self, base_model: nn.Module, config: MeloConfig, tokenizer: Any = None, r: int | None = None,
                  expected_blocks: int | None = None, lora_alpha: float | None = None):
-        from peft import LoraConfig, get_peft_model
-
+        peft = _peft()
         super().__init__(base_model, config, tokenizer)
         targets = resolve_targets(base_model, config.target_modules)
         if r is None:
@@ -89,9 +98,9 @@ class LoraEditor(_SequentialEditor):
                 f"lora targets mix Conv1D and nn.Linear ({sorted(n for n, c in conv.items() if c)[0]!r} is a Conv1D): "
                 "one peft LoRA has one fan_in_fan_out setting")
         self.options = {"r": r, "lora_alpha": alpha}
-        lora = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none",
+        lora = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none",
                           fan_in_fan_out=all(conv.values()))
-        self.peft_model = get_peft_model(base_model, lora)
+        self.peft_model = peft.get_peft_model(base_model, lora)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003)
         with torch.no_grad():  # peft's own init draws from the global RNG: redo A reproducibly
             for name, p in self.peft_model.named_parameters():
@@ -124,8 +133,7 @@ class LoraEditor(_SequentialEditor):
     @classmethod
     def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
                         tokenizer: Any = None) -> "LoraEditor":
-        from peft.utils import load_peft_weights, set_peft_model_state_dict
-
+        peft = _peft()
         _, meta = cls._read(directory)
         where = os.fspath(directory)
         try:
@@ -133,11 +141,11 @@ class LoraEditor(_SequentialEditor):
         except MeloConfigError as err:
             raise MeloLoadError(f"adapter {where!r} does not fit this model: {err}") from err
         try:
-            weights = load_peft_weights(where, device=str(editor.device))
+            weights = peft.utils.load_peft_weights(where, device=str(editor.device))
         except (FileNotFoundError, ValueError) as err:
             raise MeloLoadError(f"no peft adapter weights in {where!r}: {err}") from err
         try:
-            result = set_peft_model_state_dict(editor.peft_model, weights)
+            result = peft.utils.set_peft_model_state_dict(editor.peft_model, weights)
         except RuntimeError as err:
             raise MeloLoadError(f"LoRA weights in {where!r} do not fit this model: {err}") from err
         missing = [k for k in result.missing_keys if ".lora_" in k]

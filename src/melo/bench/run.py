@@ -15,10 +15,11 @@ from ..data import ClassificationFields, load_task, resolve_data_dir
 from ..data.readers import describe_files
 from ..data.tasks import DATA_FILE_TASKS, EDITS_FILE_TASKS, QA_TASKS
 from ..errors import MeloConfigError, MeloDataError
+from ..evaluation.outputs import check_out_dir
 from ..model import get_melo_model
 from .presets import BENCH_PRESETS, BenchPreset, bench_preset
 from .protocols import Settings, run_lifelong, run_sequential
-from .report import RunWriter, check_out_dir
+from .report import RunWriter
 
 METHODS = ("melo",) + BASELINES
 PROTOCOLS = ("sequential", "lifelong")
