@@ -84,6 +84,19 @@ class MeloModel(Editor):
                                   "not a hidden-state tensor")
         return hidden.shape[-1]
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "MeloModel":
+        """What ``to()``, ``half()``, ``double()``, ``cuda()`` run: the base model and the LoRA buffers change
+        as usual; then the published blocks become the layers' new buffers, and the database and the key
+        encoder move to the model's device (keeping their own dtypes, so routing decisions do not change)."""
+        super()._apply(fn, recurse)
+        router = self.__dict__.get("router")  # None while __init__ runs
+        if router is not None:
+            with self._edit_lock:
+                if router.encoder is not None:
+                    router.encoder.to(self.device)
+                self._publish(router.db.moved_to(self.device))
+        return self
+
     def _publish(self, db: VectorDatabase) -> None:
         self.router.publish(db, {layer.name: layer.weights() for layer in self.lora.values()})
 

@@ -117,7 +117,12 @@ class VectorDatabase:
         other.n_conflicts = self.n_conflicts
         return other
 
+    def moved_to(self, device: torch.device | str) -> "VectorDatabase":
+        """A copy on ``device``, each table in its own dtype (keys float32, centres and radii float64)."""
+        return self.clone().to(device) if torch.device(device) != self.device else self
+
     def to(self, device: torch.device | str) -> "VectorDatabase":
+        """Move this database's tables to ``device`` in place: only for one no other thread sees yet."""
         for name in self.TENSORS:
             setattr(self, name, getattr(self, name).to(device))
         self._index = None
