@@ -5,14 +5,13 @@ import warnings
 
 import pytest
 import torch
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
+from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, adapter_files, edit_targets, melo_config
 
 import melo
 from melo.baselines import load_baseline, make_baseline
 from melo.baselines.codebook import SPLIT_EPS, Codebook
 from melo.baselines.finetune import FinetuneEditor, LoraEditor
 from melo.baselines.grace import GraceEditor
-from melo.persistence import adapter_files
 
 FAMILIES = ["gpt2", "t5", "bert"]
 METHODS = ["grace", "lora", "ft"]

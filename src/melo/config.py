@@ -15,7 +15,7 @@ from .errors import MeloConfigError
 TASKS = ("causal_lm", "seq2seq", "classification")
 POOLINGS = ("last", "mean", "first")
 CONFLICT_RULES = ("split", "nearest")  # melo.clusters
-MAX_SEED = 2**32  # edit() seeds block t with seed * 1_000_003 + t: keep it within 64 bits
+MAX_SEED = 2**32  # block_seed(t) = seed * 1_000_003 + t stays within 64 bits
 
 
 def _checked_int(name: str, value: Any, low: int, below: int | None = None) -> int:
@@ -144,6 +144,10 @@ class MeloConfig:
     @property
     def scale(self) -> float:
         return float(self.lora_alpha) / self.block_rank
+
+    def block_seed(self, block: int) -> int:
+        """The seed block ``block`` (or a baseline's batch ``block``) is initialised from."""
+        return self.seed * 1_000_003 + block
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

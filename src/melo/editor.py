@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .chat import Prompt, render
 from .config import MeloConfig
-from .errors import MeloCapacityError, MeloEditError, MeloLoadError
+from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadError
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
 from .text import check_edit_batch, check_lengths, edit_batch, max_positions, pad_with_eos, tokenize
 
@@ -193,6 +193,55 @@ class Editor(nn.Module):
 
     def _write(self, directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         write_adapter(directory, tensors, meta)
+
+    def unload(self) -> nn.Module:
+        """Take this editor off the base model and return the base model."""
+        return self.base_model
+
+    @classmethod
+    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike, tokenizer: Any = None) -> "Editor":
+        """Load the adapter saved in ``directory`` onto ``base_model``.
+
+        Args:
+            base_model: a fresh copy of the model the adapter was made on.
+            directory: a folder written by ``save_pretrained``.
+            tokenizer: the model's tokenizer.
+
+        Returns:
+            The editor, as it was saved. On any failure (a MeloLoadError naming the folder and the
+            problem) nothing stays hooked on ``base_model``.
+        """
+        tensors, meta = cls._read(directory)
+        where = os.fspath(directory)
+        config = cls._saved_config(meta, where)
+        try:
+            editor = cls(base_model, config, tokenizer=tokenizer, **cls._saved_options(meta))
+        except MeloConfigError as err:
+            raise MeloLoadError(f"adapter {where!r} does not fit this model: {err}") from err
+        try:
+            editor._restore(tensors, meta, directory)
+        except BaseException as err:
+            editor.unload()
+            if isinstance(err, MeloLoadError):
+                raise MeloLoadError(f"adapter {where!r}: {err}") from err
+            raise
+        return editor
+
+    @classmethod
+    def _saved_config(cls, meta: dict[str, Any], where: str) -> MeloConfig:
+        try:
+            return MeloConfig.from_dict(meta["config"])
+        except MeloConfigError as err:
+            raise MeloLoadError(f"adapter {where!r} has a malformed config: {err}") from err
+
+    @classmethod
+    def _saved_options(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        """Constructor options the save recorded (the baselines' ``options``)."""
+        return {}
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], directory: str | os.PathLike) -> None:
+        """Put the saved state into this freshly built editor; MeloLoadError if it does not fit."""
+        raise NotImplementedError
 
     @classmethod
     def _read(cls, directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -156,13 +156,6 @@ def write_adapter(directory: str | os.PathLike, tensors: dict[str, torch.Tensor]
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def adapter_files(directory: str | os.PathLike) -> list[str]:
-    """Names of the files the last complete save in ``directory`` consists of: the JSON and its tensors file."""
-    path = Path(directory)
-    _, storage = _parse_meta(_read_bytes(path / META_FILE, path), path / META_FILE)
-    return [META_FILE, storage["tensors_file"]]
-
-
 def _read_bytes(file: Path, directory: Path) -> bytes:
     try:
         return file.read_bytes()
