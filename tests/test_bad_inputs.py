@@ -117,7 +117,7 @@ def write_json(change):
 def save_of_a_wider_gpt2(model, directory):
     wider = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=48, n_layer=4, n_head=2, n_positions=64,
                                        bos_token_id=3, eos_token_id=1))
-    melo.get_melo_model(wider, model.melo_config).save_pretrained(directory)
+    melo.get_melo_model(wider, model.melo_config, tokenizer=model.tokenizer).save_pretrained(directory)
 
 
 LONG = " ".join(["the dog is big"] * 17)  # 68 words: over the 64 positions of the tiny GPT-2 and BERT
@@ -160,7 +160,8 @@ CASES = [
     ("t5", {}, edit(["the dog"], [None]), melo.MeloEditError, r"targets\[0\] is None"),
     ("gpt2", {"max_blocks": 1}, edit(["the dog"], ["cat"]), melo.MeloCapacityError, "max_blocks=1"),
     # loads
-    ("gpt2", {}, lambda model, tok, tmp: melo.MeloModel.from_pretrained(model.base_model, tmp / "nowhere"),
+    ("gpt2", {}, lambda model, tok, tmp: melo.MeloModel.from_pretrained(model.base_model, tmp / "nowhere",
+                                                                 tokenizer=tok),
      melo.MeloLoadError, "does not exist"),
     ("gpt2", {}, load(remove(META_FILE)), melo.MeloLoadError, "melo_adapter.json is missing"),
     ("gpt2", {}, load(flip_last_byte), melo.MeloLoadError, "fails its checksum"),

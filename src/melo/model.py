@@ -59,7 +59,7 @@ class MeloModel(Editor):
             layer = DynamicLoraLayer(name, fin, fout, config.block_rank, config.scale)
             self.lora[name.replace(".", "__")] = layer.to(next(module.parameters()).device)
         self._edit_lock = threading.Lock()
-        self.router = Router(base_model, config, router_module, key_dim, encoder, self.tokenizer)
+        self.router = Router(base_model, self.melo_config, router_module, key_dim, encoder, self.tokenizer)
         self._handles = [module.register_forward_hook(self.lora[name.replace(".", "__")].hook(self.router.current))
                          for name, module in targets.items()]
         self._publish(self.router.db)
@@ -115,8 +115,6 @@ class MeloModel(Editor):
     def prompt_inputs(self, prompts: Sequence[Prompt], padding_side: str = "right") -> dict[str, torch.Tensor]:
         """input_ids, attention_mask and melo_key_mask of prompts (strings, or chat message lists
         rendered through the chat template with the key on the user's text), on the model's device."""
-        if self.tokenizer is None:
-            raise MeloEditError("this MeloModel has no tokenizer: pass tokenizer= when creating it")
         texts, spans, _ = self._rendered(prompts)
         enc = tokenize(self.tokenizer, texts, padding_side)
         enc["melo_key_mask"] = key_mask(self.tokenizer, texts, spans, enc["attention_mask"], padding_side)
@@ -165,8 +163,18 @@ class MeloModel(Editor):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                  melo_key_mask: torch.Tensor | None = None, **kwargs: Any):
-        """Generate with the block chosen on the prompt (encoder input for seq2seq) at every step;
-        ``melo_key_mask`` marks the tokens the key is pooled over (default: the attention mask)."""
+        """The base model's ``generate``, with each row's block chosen on its prompt once (the encoder input
+        for seq2seq) and kept for every decoding step (KV cache, beams, ``num_return_sequences``).
+
+        Args:
+            input_ids: the prompts' token ids (needed: the route is taken on them).
+            attention_mask: their attention mask (default: every token).
+            melo_key_mask: the tokens the key is pooled over (default: the attention mask).
+            **kwargs: anything the base model's ``generate`` takes.
+
+        Returns:
+            What the base model's ``generate`` returns (token ids, prompt included for causal LMs).
+        """
         if input_ids is None:
             raise MeloEditError("MeloModel.generate needs input_ids to route the prompt")
         if self.router.disabled:
@@ -182,7 +190,21 @@ class MeloModel(Editor):
 
     # ---- editing ----------------------------------------------------------------------------
     def edit(self, prompts: Sequence[str], targets: Sequence[Any], progress: bool = False) -> EditResult:
-        """Learn one batch of edits in a new block. On any failure the model is left as it was."""
+        """Learn one batch of edits in a new block; the router maps each prompt's key to it.
+
+        Args:
+            prompts: strings, or chat message lists (causal LMs: trained through the chat template, keyed
+                on the user's text).
+            targets: one per prompt: the new answer text (generative tasks) or class id (classification).
+            progress: show a progress bar over the training steps.
+
+        Returns:
+            The EditResult: block id, seconds, losses, and the router's report (clusters added or
+            expanded, conflicts, edits forgotten).
+
+        On any failure (a MeloEditError for a malformed batch, MeloCapacityError at ``max_blocks``) the
+        model is left exactly as it was.
+        """
         with self._edit_lock:
             return self._edit(prompts, targets, progress)
 
@@ -295,6 +317,14 @@ class MeloModel(Editor):
 
     # ---- persistence ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Save the adapter (router database, LoRA blocks, edit records, config) crash-safely.
+
+        Args:
+            directory: the folder to write (created; a save there before is replaced atomically).
+
+        Returns:
+            None. ``MeloModel.from_pretrained(base_model, directory, tokenizer=tok)`` loads it back.
+        """
         tensors = dict(self.db.tensors())
         for layer in self.lora.values():
             for part, value in layer.blocks_state().items():
