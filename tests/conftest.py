@@ -244,3 +244,8 @@ def adapter_files(directory):
 
     with open(f"{directory}/{META_FILE}") as f:
         return [META_FILE, json.load(f)["storage"]["tensors_file"]]
+
+
+def families(*names, quick=("gpt2",)):
+    """pytest params of model families: those in ``quick`` run in the quick loop, the rest are slow."""
+    return [pytest.param(name, marks=() if name in quick else pytest.mark.slow) for name in names]

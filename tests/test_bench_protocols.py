@@ -38,6 +38,7 @@ def run(writer_dir, runner, editor, data, task, settings):
     return summary, points, plots
 
 
+@pytest.mark.slow
 def test_sequential_qa_two_batches(tmp_path, word_tokenizer):
     editor = melo.get_melo_model(MODEL_FACTORIES["t5"](), melo_config("t5"), tokenizer=word_tokenizer)
     settings = Settings(edits_per_block=2, metric_period=2, max_new_tokens=3, edit_only_errors=True)
@@ -53,6 +54,7 @@ def test_sequential_qa_two_batches(tmp_path, word_tokenizer):
     assert plots["metrics"].exists() and plots["router"].exists()
 
 
+@pytest.mark.slow
 def test_sequential_classification_and_hallucination(tmp_path, word_tokenizer):
     base = MODEL_FACTORIES["bert"]()
     editor = melo.get_melo_model(base, melo_config("bert"), tokenizer=word_tokenizer)
@@ -77,6 +79,7 @@ def test_sequential_classification_and_hallucination(tmp_path, word_tokenizer):
     assert summary["trr"] == pytest.approx(summary["pre_trr"]) and summary["arr"] == pytest.approx(summary["pre_arr"])
 
 
+@pytest.mark.slow
 def test_lifelong_two_batches(tmp_path, word_tokenizer):
     editor = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
     settings = Settings(edits_per_block=2, checkpoints=(2, 4), max_new_tokens=3)

