@@ -159,3 +159,16 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     assert imports("melo.config", pkg / "config.py", False, set(edges)) == [("melo.bench.run", 2, False)]
     assert cycles(edges) == [["melo.bench.other", "melo.bench.run", "melo.config"]]
     assert cycles(room_graph(edges)) == [["melo.bench", "melo.config"]]
+
+
+def test_melo_imports_without_fcntl_matplotlib_or_peft():
+    """What the lazy imports buy: every room imports where these packages are missing."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfor name in ('fcntl', 'matplotlib', 'peft'):\n    sys.modules[name] = None\n"
+            "import melo, melo.cli, melo.bench.run, melo.demo.run, melo.export, melo.baselines, melo.serve\n")
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
