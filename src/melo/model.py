@@ -310,8 +310,13 @@ class MeloModel(Editor):
             "adapter_bytes": adapter_bytes,
             "database_bytes": db.nbytes(),
             "adapter_bytes_per_edit": adapter_bytes / len(self.records) if self.records else None,
-            "peak_rss_bytes": peak_rss_bytes(),
         }
+
+    def memory(self) -> dict[str, int | None]:
+        """Bytes of the stored blocks and the router database, and the process's peak resident memory."""
+        stats = self.stats()
+        return {"adapter_bytes": stats["adapter_bytes"], "database_bytes": stats["database_bytes"],
+                "peak_rss_bytes": peak_rss_bytes()}
 
     def unload(self) -> nn.Module:
         """Remove the hooks and return the untouched base model."""

@@ -28,6 +28,7 @@ from ..data import Record, TaskData
 from ..errors import MeloConfigError, MeloDataError
 from ..evaluation import metrics
 from ..evaluation.predict import generate_answers, predict_labels, target_tokens
+from ..memory import peak_rss_bytes
 from .resume import Checkpoints
 
 LOWER_IS_BETTER = {"hallucination"}
@@ -217,6 +218,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     summary["es"] = state["es_sum"] / state["done"]
     summary["n_edits"] = state["done"]
     summary["edit_seconds"] = sum(block_seconds)
+    summary["peak_rss_bytes"] = peak_rss_bytes()
     summary.update(_window_medians(block_seconds, state.get("block_steps", [])))
     return summary
 
@@ -254,7 +256,8 @@ def _cost_point(editor: Any, done: int, block_seconds: list[float], edits_per_bl
     stats = editor.stats()
     recent = block_seconds[-max(1, 100 // edits_per_block):]
     point = {"n_edits": done, "edit_seconds": sum(block_seconds),
-             "seconds_per_edit": statistics.median(recent) / edits_per_block, **stats}
+             "seconds_per_edit": statistics.median(recent) / edits_per_block, **stats,
+             "peak_rss_bytes": peak_rss_bytes()}
     if stats.get("adapter_bytes") is not None:
         point["adapter_mb"] = stats["adapter_bytes"] / 2**20
     return point
@@ -375,5 +378,6 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     bar.close()
     summary["n_edits"] = state["done"]
     summary["edit_seconds"] = sum(block_seconds)
+    summary["peak_rss_bytes"] = peak_rss_bytes()
     summary.update(_window_medians(block_seconds, state.get("block_steps", [])))
     return summary
