@@ -12,11 +12,13 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..nethook import execution_device
 from ..text import causal_lm_batch, seq2seq_batch, tokenize
 
 
 def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
+    """Where inputs go: an editor's ``device``, a plain model's input embeddings' execution device."""
+    return execution_device(getattr(model, "base_model", model))
 
 
 def _chunks(items: Sequence[Any], size: int, desc: str | None = None):
