@@ -48,6 +48,7 @@ def generated(model, tok):
 def test_split_model_edits_routes_generates_and_saves_as_in_memory(kind, tmp_path, word_tokenizer):
     split = split_model(kind, tmp_path)
     assert any(p.device.type == "meta" for p in split.parameters())  # weights really offloaded
+    assert melo.auto_config(split) == melo.auto_config(MODEL_FACTORIES[FAMILY]())  # the probe runs offloaded too
     hooked = {name: m.forward for name, m in split.named_modules() if "forward" in m.__dict__}  # accelerate's
     plain = melo.get_melo_model(MODEL_FACTORIES[FAMILY](), melo_config(FAMILY), tokenizer=word_tokenizer)
     model = melo.get_melo_model(split, melo_config(FAMILY), tokenizer=word_tokenizer)
