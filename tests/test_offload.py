@@ -2,6 +2,8 @@
 routing, generation and saves as on the model in memory. Offloaded weights sit on ``meta`` and are
 brought in by accelerate's hooks for each forward, the hook chain a multi-GPU split runs as well."""
 
+import importlib.util
+
 import pytest
 import torch
 from accelerate import cpu_offload, dispatch_model
@@ -9,6 +11,7 @@ from conftest import EDIT_PROMPTS, EDIT_TARGETS, MODEL_FACTORIES, UNRELATED, mel
 from transformers import AutoModelForCausalLM
 
 import melo
+from melo.export import export_peft
 from melo.nethook import execution_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,6 +74,12 @@ def test_split_model_edits_routes_generates_and_saves_as_in_memory(kind, tmp_pat
         torch.testing.assert_close(logits(model, word_tokenizer)[0], plain_before[0], rtol=0, atol=1e-5)
 
     model.save_pretrained(tmp_path / "adapter")
+    export_peft(tmp_path / "adapter", tmp_path / "export")  # the standalone router on the split model
+    spec = importlib.util.spec_from_file_location(f"melo_router_{kind}", tmp_path / "export" / "melo_router.py")
+    router_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(router_py)
+    names = router_py.route(router_py.load_router(tmp_path / "export"), split, word_tokenizer, PROMPTS)
+    assert names == ["block-0", "block-0"] + [None] * len(UNRELATED)
     onto_plain = melo.MeloModel.from_pretrained(MODEL_FACTORIES[FAMILY](), tmp_path / "adapter",
                                                 tokenizer=word_tokenizer)
     torch.testing.assert_close(logits(onto_plain, word_tokenizer)[0], after[0], rtol=0, atol=1e-5)
