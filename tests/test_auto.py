@@ -42,10 +42,10 @@ def test_targets_are_the_mlp_output_projections_after_the_router(family):
     assert min(blocks) > int(router_block)
 
 
-@pytest.mark.parametrize("layers, router, targets", [(30, 12, (20, 21)), (18, 7, (12, 13)), (4, 1, (2, 3)),
-                                                     (2, 0, (1,))])
+@pytest.mark.parametrize("layers, router, targets", [(30, 12, (25, 26)), (18, 7, (15, 16)), (6, 2, (4, 5)),
+                                                     (4, 1, (2, 3)), (2, 0, (1,))])
 def test_layers_are_chosen_by_relative_depth(layers, router, targets):
-    """SmolLM2-135M's 30 layers: router 12, targets 20-21 (its preset); Gemma-3-270M's 18: 12-13."""
+    """SmolLM2-135M's 30 layers: router 12, targets 25-26; Gemma-3-270M's 18: 15-16 (docs/auto.md)."""
     config = melo.auto_config(tiny_llama(layers))
     assert config.router_layer == f"model.layers.{router}"
     assert config.target_modules == [f"model.layers.{i}.mlp.down_proj" for i in targets]

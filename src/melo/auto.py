@@ -5,7 +5,8 @@ The rule (every constant in the block below; ``docs/auto.md`` has the sweep behi
 * the layer stack is the longest ``nn.ModuleList`` of blocks of one class (seq2seq: the encoder's
   for the router, the decoder's for the targets); never a family's module names;
 * the router is the block at ``ROUTER_DEPTH`` of its stack, the targets the ``N_TARGETS``
-  consecutive blocks from ``TARGET_DEPTH`` on (block ``floor(depth * n_blocks)``);
+  consecutive blocks from ``TARGET_DEPTH`` on (block ``floor(depth * n_blocks)``, moved up so that
+  they fit, and after the router);
 * in each target block, the LoRA target is its MLP output projection: the last module holding a
   weight matrix that the block runs (norms after it hold vectors), which must be an ``nn.Linear``
   / ``Conv1D`` from a wider input (the intermediate size) to the block's hidden size (Llama
@@ -33,8 +34,8 @@ from .nethook import first_tensor, supported_features, trace
 
 # ---- the rule's constants (docs/auto.md: the sweep on SmolLM2-135M and Gemma-3-270M) -----------
 ROUTER_DEPTH = 0.4  # SmolLM2's 12 of 30 (only its own-keys router; MiniLM keys read the text)
-TARGET_DEPTH = 2 / 3  # SmolLM2: blocks 20-21 of 30; Gemma-3-270M: 12-13 of 18
-N_TARGETS = 2
+TARGET_DEPTH = 5 / 6  # SmolLM2-135M: blocks 25-26 of 30; Gemma-3-270M: 15-16 of 18
+N_TARGETS = 2  # consecutive blocks from TARGET_DEPTH, moved up to fit in the stack
 SETTINGS: dict[str, Any] = dict(  # SmolLM2's zsRE preset without its layers (melo.presets "smollm2-zsre")
     block_rank=4, init_radius=0.8, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
     stop_loss=0.02,
@@ -164,7 +165,7 @@ def auto_config(model: nn.Module, tokenizer: Any = None, task: str | None = None
     router_stack, target_stack = _stacks(model, task)
     n = len(target_stack.blocks)
     router = router_stack.blocks[layer_at(ROUTER_DEPTH, len(router_stack.blocks))]
-    first = layer_at(TARGET_DEPTH, n)
+    first = max(0, min(layer_at(TARGET_DEPTH, n), n - N_TARGETS))
     if router_stack is target_stack:
         first = max(first, router_stack.blocks.index(router) + 1)
     picked = list(target_stack.blocks[first: first + N_TARGETS])
