@@ -3,6 +3,7 @@ routing, generation and saves as on the model in memory. Offloaded weights sit o
 brought in by accelerate's hooks for each forward, the hook chain a multi-GPU split runs as well."""
 
 import importlib.util
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -89,3 +90,20 @@ def test_split_model_edits_routes_generates_and_saves_as_in_memory(kind, tmp_pat
     reloaded = logits(onto_split, word_tokenizer)
     assert reloaded[1].tolist() == after[1].tolist()
     torch.testing.assert_close(reloaded[0], plain_after[0], rtol=0, atol=1e-5)
+
+
+def test_execution_device_is_the_hooks_where_weights_are_offloaded():
+    """The hook on a module, else its weights, else hooks inside it, else the nearest hooked module
+    holding it (fake hooks naming GPUs: only the choice is tested, nothing runs there)."""
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)),
+                                    torch.nn.Linear(2, 2))
+    hook = lambda device: SimpleNamespace(execution_device=device)  # noqa: E731  (accelerate's hook surface)
+    model[0][1]._hf_hook = SimpleNamespace(hooks=[SimpleNamespace(execution_device=None), hook("cuda:1")])
+    model._hf_hook = hook("cuda:0")
+    assert execution_device(model, model[0][1]) == torch.device("cuda:1")  # a SequentialHook's
+    assert execution_device(model, model[0]) == torch.device("cuda:1")  # a hook inside it
+    assert execution_device(model, model[0][0]) == torch.device("cuda:0")  # the model's hook holds it
+    assert execution_device(model, model[1]) == torch.device("cuda:0")
+    plain = torch.nn.Linear(2, 2)
+    assert execution_device(plain, plain) == torch.device("cpu")

@@ -87,9 +87,10 @@ def execution_device(model: nn.Module, module: nn.Module | None = None) -> torch
     """The device ``module`` (default: the input embeddings, where inputs go) computes on.
 
     A model dispatched or offloaded by accelerate keeps offloaded weights on ``meta`` and moves them
-    to its hooks' execution device for each forward, so a parameter's device says nothing there:
-    the hook on the module or on the nearest module holding it decides, else the module's own
-    (non-meta) weights, else any of the model's; with no hook anywhere, ``meta`` weights were moved there.
+    to its hooks' execution device for each forward, so a parameter's device says nothing there.
+    In order: the module's own hook, its (non-meta) weights, the hooks inside it (``cpu_offload``
+    hooks each module holding weights), the nearest module holding it with a hook (a ``device_map``
+    entry), any of the model's weights; with no hook anywhere, ``meta`` weights were moved there.
     """
     if module is None:
         module = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else model
@@ -99,6 +100,10 @@ def execution_device(model: nn.Module, module: nn.Module | None = None) -> torch
     for tensor in (*module.parameters(), *module.buffers()):
         if tensor.device.type != "meta":
             return tensor.device
+    for inner in module.modules():
+        device = _hook_device(inner)
+        if device is not None:
+            return device
     modules = dict(model.named_modules())
     names = {id(m): n for n, m in modules.items()}
     parts = names.get(id(module), "").split(".")
