@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 import transformers
-from conftest import MODEL_FACTORIES, VOCAB_SIZE
+from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, VOCAB_SIZE
 
 import melo
 from melo import auto
@@ -98,3 +98,18 @@ def test_mixture_of_experts_and_stackless_models_are_refused_with_the_reason():
         melo.auto_config(torch.nn.Linear(2, 2))
     with pytest.raises(melo.MeloConfigError, match="Linear has no nn.ModuleList"):
         melo.auto_config(torch.nn.Linear(2, 2), task="causal_lm")
+
+
+def test_with_a_key_encoder_the_router_block_changes_nothing(word_tokenizer):
+    """Why auto's router depth only matters for own keys: MiniLM keys read the prompt text."""
+    results = []
+    for router in ("model.layers.0", "model.layers.1"):
+        config = melo.auto_config(MODEL_FACTORIES["qwen2"](), router_layer=router, num_iter=5, stop_loss=None)
+        model = melo.get_melo_model(MODEL_FACTORIES["qwen2"](), config, tokenizer=word_tokenizer)
+        model.edit(EDIT_PROMPTS[:1], ["rome"])
+        enc = word_tokenizer(EDIT_PROMPTS + UNRELATED, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            results.append((model.lora.state_dict(), model(**enc).logits, model.route(enc["input_ids"])))
+    (blocks_a, logits_a, route_a), (blocks_b, logits_b, route_b) = results
+    assert all(torch.equal(blocks_a[k], blocks_b[k]) for k in blocks_a)
+    assert torch.equal(logits_a, logits_b) and torch.equal(route_a, route_b) and route_a[0] == 0

@@ -116,7 +116,7 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
     else:
         base, tokenizer = p.load_model(data_path, data)
     if config is None:  # the auto preset: layers from the model's structure
-        config = model_config(p.name, base, tokenizer, print if progress else None, **(melo_overrides or {}))
+        config = model_config(p.name, base, tokenizer, print, **(melo_overrides or {}))
     _check_labels(base, config.task, data.label_names)
     settings = Settings(
         edits_per_block=edits_per_block or (1 if protocol == "lifelong" else p.edits_per_block),
