@@ -94,10 +94,8 @@ def test_mixture_of_experts_and_stackless_models_are_refused_with_the_reason():
                                         num_local_experts=4, num_experts_per_tok=2)
     with pytest.raises(melo.MeloConfigError, match=r"'model.layers.1.mlp.experts' \(MixtralExperts\).*mixture-of"):
         melo.auto_config(transformers.MixtralForCausalLM(config).eval())  # o_proj (64 -> 32) is not taken
-    with pytest.raises(melo.MeloConfigError, match="cannot tell the task of a Linear"):
-        melo.auto_config(torch.nn.Linear(2, 2))
     with pytest.raises(melo.MeloConfigError, match="Linear has no nn.ModuleList"):
-        melo.auto_config(torch.nn.Linear(2, 2), task="causal_lm")
+        melo.auto_config(torch.nn.Linear(2, 2))
 
 
 def test_with_a_key_encoder_the_router_block_changes_nothing(word_tokenizer):

@@ -107,3 +107,4 @@ def test_execution_device_is_the_hooks_where_weights_are_offloaded():
     assert execution_device(model, model[1]) == torch.device("cuda:0")
     plain = torch.nn.Linear(2, 2)
     assert execution_device(plain, plain) == torch.device("cpu")
+    assert execution_device(plain.to("meta"), plain) == torch.device("meta")  # no hook: moved to meta

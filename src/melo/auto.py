@@ -30,7 +30,7 @@ from torch import nn
 from .config import TASKS, MeloConfig
 from .encoders import MINILM, minilm_installed
 from .errors import MeloConfigError
-from .nethook import first_tensor, supported_features, trace
+from .nethook import first_tensor, infer_task, supported_features, trace
 
 # ---- the rule's constants (docs/auto.md: the sweep on SmolLM2-135M and Gemma-3-270M) -----------
 ROUTER_DEPTH = 0.4  # SmolLM2's 12 of 30 (only its own-keys router; MiniLM keys read the text)
@@ -74,20 +74,6 @@ def layer_stacks(model: nn.Module, within: nn.Module | None = None) -> list[Stac
         if len(kinds) == 1 and all(any(True for _ in block.parameters()) for block in module):
             stacks.append(Stack(name, tuple(f"{name}.{i}" for i in range(len(module)))))
     return sorted(stacks, key=lambda s: -len(s.blocks))
-
-
-def infer_task(model: nn.Module) -> str:
-    """seq2seq for encoder-decoders, causal_lm for models with an output embedding, classification
-    for models whose config has labels and no output embedding."""
-    config = getattr(model, "config", None)
-    if getattr(config, "is_encoder_decoder", False):
-        return "seq2seq"
-    output_embeddings = getattr(model, "get_output_embeddings", None)
-    if output_embeddings is not None and output_embeddings() is not None:
-        return "causal_lm"
-    if isinstance(getattr(config, "num_labels", None), int):
-        return "classification"
-    raise MeloConfigError(f"cannot tell the task of a {type(model).__name__}: pass task= (one of {TASKS})")
 
 
 def _stacks(model: nn.Module, task: str) -> tuple[Stack, Stack]:
@@ -154,7 +140,7 @@ def auto_config(model: nn.Module, tokenizer: Any = None, task: str | None = None
                 base: dict[str, Any] | None = None, **overrides: Any) -> MeloConfig:
     """A MeloConfig for ``model`` chosen from its structure (the module docstring has the rule).
 
-    ``task`` defaults to :func:`infer_task`; ``base`` replaces settings of ``SETTINGS`` (an app's
+    ``task`` defaults to ``melo.nethook.infer_task``; ``base`` replaces settings of ``SETTINGS`` (an app's
     preset), ``overrides`` replace anything, including the chosen ``router_layer`` / ``target_modules``.
     ``key_encoder`` in ``overrides`` picks the key source (None: the model's own states). ``tokenizer``
     is accepted for symmetry with ``get_melo_model``; the choice does not depend on it.
