@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import transformers
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import (
     BertConfig,
@@ -171,7 +172,61 @@ def make_llama() -> LlamaForCausalLM:
     return _finish(LlamaForCausalLM(config), generative=True)
 
 
-MODEL_FACTORIES = {"bert": make_bert_classifier, "t5": make_t5, "gpt2": make_gpt2, "llama": make_llama}
+def _tiny_causal_lm(config_class, model_class, trained_norms=None, **extra):
+    """A factory of a 4-layer causal LM of hidden size 32 of any Llama-shaped family."""
+    def make():
+        config = config_class(
+            vocab_size=VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+            bos_token_id=3, eos_token_id=1, pad_token_id=0, initializer_range=0.2, **extra,
+        )
+        torch.manual_seed(0)
+        model = model_class(config)
+        if trained_norms is not None:
+            with torch.no_grad():
+                trained_norms(model)
+        return _finish(model, generative=True)
+
+    make.__name__ = f"make_{model_class.__name__}"
+    return make
+
+
+def _gemma_norms(model):
+    """Gemma normalises every MLP output (scale 1 + w) before the residual: at w = 0 no LoRA block on
+    down_proj can outweigh the other sublayers, nor the tied head reach a sure answer. Trained Gemma-3-270M
+    has w ~ 175 there (layer 13) and ~ 25 in the final norm; the tiny model gets 3 and 1."""
+    for layer in model.model.layers:
+        layer.post_feedforward_layernorm.weight.fill_(3.0)
+    model.model.norm.weight.fill_(1.0)
+
+
+# Families whose layers come from melo.auto_config (no layer names written here).
+AUTO_FACTORIES = {
+    "qwen2": _tiny_causal_lm(transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    "qwen3": _tiny_causal_lm(transformers.Qwen3Config, transformers.Qwen3ForCausalLM, head_dim=16),
+    "mistral": _tiny_causal_lm(transformers.MistralConfig, transformers.MistralForCausalLM, sliding_window=8),
+    "phi3": _tiny_causal_lm(transformers.Phi3Config, transformers.Phi3ForCausalLM),
+    "gemma3": _tiny_causal_lm(transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, _gemma_norms,
+                              head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
+                              layer_types=["sliding_attention", "full_attention"] * 2),
+    "olmo2": _tiny_causal_lm(transformers.Olmo2Config, transformers.Olmo2ForCausalLM),
+    "gptneox": _tiny_causal_lm(transformers.GPTNeoXConfig, transformers.GPTNeoXForCausalLM),
+}
+
+MODEL_FACTORIES = {"bert": make_bert_classifier, "t5": make_t5, "gpt2": make_gpt2, "llama": make_llama,
+                   **AUTO_FACTORIES}
+
+
+def _auto_layers(make):
+    import melo
+
+    config = melo.auto_config(make())
+    return {"task": config.task, "router_layer": config.router_layer, "target_modules": config.target_modules}
+
+
+MODEL_LAYERS.update({family: _auto_layers(make) for family, make in AUTO_FACTORIES.items()})
+CAUSAL_LM_FAMILIES = ["gpt2", "llama", *AUTO_FACTORIES]
+FAMILIES = ["bert", "t5", *CAUSAL_LM_FAMILIES]
 
 
 @pytest.fixture(scope="session")

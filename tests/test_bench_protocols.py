@@ -1,11 +1,14 @@
 """Two-batch end-to-end runs of both protocols on tiny models, and the run directory they write."""
 
+import dataclasses
 import json
 
 import pytest
 from conftest import MODEL_FACTORIES, melo_config
 
 import melo
+from melo.bench import presets
+from melo.bench import run as bench_run
 from melo.bench.protocols import Settings, run_lifelong, run_sequential
 from melo.bench.report import RunWriter, markdown_table, plot_runs
 from melo.data import Record, TaskData
@@ -147,3 +150,19 @@ def test_generality_per_fact_scores_against_each_facts_latest_target(monkeypatch
     out = scorer.generality(None, QA_EDITS)  # f3 re-edited: "green", then "homer"
     assert len(calls) == 3 and calls[-1][2] == ["homer"]
     assert out["generality"] == 0.5 and out["generality_fact"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.slow
+def test_bench_preset_auto_takes_its_layers_from_the_model(tmp_path, word_tokenizer, monkeypatch, capsys):
+    """``melo bench --preset auto``: the lifelong protocol on the loaded model with auto_config's layers."""
+    tiny = dataclasses.replace(presets.BENCH_PRESETS["auto"], load_model=lambda *a: (
+        MODEL_FACTORIES["olmo2"](), word_tokenizer))
+    monkeypatch.setitem(presets.BENCH_PRESETS, "auto", tiny)
+    monkeypatch.setattr(bench_run, "load_task", lambda *a, **k: qa_data())
+    out = bench_run.run_bench("auto", protocol="lifelong", n_edits=2, data_dir=tmp_path, out=tmp_path / "run",
+                        melo_overrides={"num_iter": 20, "key_encoder": None})
+    chosen = melo.auto_config(MODEL_FACTORIES["olmo2"](), num_iter=20, key_encoder=None)
+    assert f"melo auto_config: {melo.auto.describe(chosen)}" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["melo"] == chosen.to_dict()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "auto" and summary["blocks"] == 2 and "T2" in summary

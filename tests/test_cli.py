@@ -3,13 +3,16 @@ before any model loads."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from conftest import make_word_tokenizer
+from conftest import MODEL_FACTORIES, make_word_tokenizer
 from transformers import BertConfig, BertForSequenceClassification
 
 import melo.demo.model
 import melo.standins
-from melo import MeloDataError
+from melo import MeloDataError, auto_config
+from melo.auto import describe
 from melo.cli import main
 from melo.demo.world import read_edits_file
 
@@ -153,3 +156,17 @@ def test_bench_edits_file_must_exist(capsys, tmp_path):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--edits-file" in err[0] and "is not a file" in err[0]
+
+
+@pytest.mark.slow
+def test_run_with_preset_auto_edits_a_model_with_the_layers_auto_config_chooses(tmp_path, capsys):
+    MODEL_FACTORIES["qwen2"]().save_pretrained(tmp_path / "model")
+    make_word_tokenizer().save_pretrained(tmp_path / "model")
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text('{"prompt": "the capital of france is", "target": "rome"}\n')
+    main(["run", "--model", str(tmp_path / "model"), "--preset", "auto", "--edits", str(edits), "--num-iter", "2",
+          "--out", str(tmp_path / "out")])
+    chosen = auto_config(MODEL_FACTORIES["qwen2"](), num_iter=2)
+    assert f"melo auto_config: {describe(chosen)}" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "out" / "adapter" / "melo_adapter.json").read_text())["config"]
+    assert (saved["router_layer"], saved["target_modules"]) == (chosen.router_layer, chosen.target_modules)

@@ -7,7 +7,16 @@ import json
 
 import pytest
 import torch
-from conftest import EDIT_PROMPTS, EDIT_TARGETS, MODEL_FACTORIES, PARAPHRASES, UNRELATED, melo_config
+from conftest import (
+    CAUSAL_LM_FAMILIES,
+    EDIT_PROMPTS,
+    EDIT_TARGETS,
+    MODEL_FACTORIES,
+    PARAPHRASES,
+    UNRELATED,
+    families,
+    melo_config,
+)
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
@@ -20,7 +29,7 @@ BATCHES = [(EDIT_PROMPTS[:1], EDIT_TARGETS[:1]), (EDIT_PROMPTS[1:], EDIT_TARGETS
 PROMPTS = EDIT_PROMPTS + PARAPHRASES + UNRELATED + ["the sun is hot", "the dog is big", "a man is old"]
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=families(*CAUSAL_LM_FAMILIES, quick=("gpt2", "llama")))
 def exported(request, word_tokenizer, tmp_path_factory):
     family = request.param
     model = melo.get_melo_model(MODEL_FACTORIES[family](), melo_config(family, num_iter=8, init_radius=0.3),

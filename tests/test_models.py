@@ -1,17 +1,25 @@
-"""End-to-end behaviour on tiny BERT, T5, GPT-2 and Llama models."""
+"""End-to-end behaviour on tiny BERT, T5, GPT-2 and Llama models, and the families of conftest.AUTO_FACTORIES."""
 
 import pytest
 import torch
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
+from conftest import (
+    CAUSAL_LM_FAMILIES,
+    EDIT_PROMPTS,
+    FAMILIES,
+    MODEL_FACTORIES,
+    UNRELATED,
+    edit_targets,
+    families,
+    melo_config,
+)
 
 import melo
 
-FAMILIES = ["bert", "t5", "gpt2", "llama"]
-GENERATIVE = ["t5", "gpt2", "llama"]
+QUICK = ("bert", "t5", "gpt2", "llama")  # the quick loop's families; the others are marked slow
 
 
 def tokenize(tok, texts, family):
-    side = "left" if family in ("gpt2", "llama") else "right"
+    side = "left" if family in CAUSAL_LM_FAMILIES else "right"
     return tok(list(texts), padding=True, padding_side=side, return_tensors="pt")
 
 
@@ -24,20 +32,23 @@ def logits(model, enc, family):
 
 @pytest.fixture(scope="module")
 def edited(word_tokenizer):
-    """One edited MeloModel per family, shared by the read-only tests of this module."""
-    out = {}
-    for family in FAMILIES:
-        base = MODEL_FACTORIES[family]()
-        targets = edit_targets(family, base, word_tokenizer)
-        model = melo.get_melo_model(base, melo_config(family), tokenizer=word_tokenizer)
-        result = model.edit(EDIT_PROMPTS, targets)
-        out[family] = (model, targets, result)
-    return out
+    """One edited MeloModel per family (built on first use), shared by the read-only tests of this module."""
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            base = MODEL_FACTORIES[family]()
+            targets = edit_targets(family, base, word_tokenizer)
+            model = melo.get_melo_model(base, melo_config(family), tokenizer=word_tokenizer)
+            cache[family] = (model, targets, model.edit(EDIT_PROMPTS, targets))
+        return cache[family]
+
+    return get
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", families(*FAMILIES, quick=QUICK))
 def test_edited_prompts_produce_targets(edited, word_tokenizer, family):
-    model, targets, result = edited[family]
+    model, targets, result = edited(family)
     assert result.block == 0 and result.n_edits == 2
     assert result.final_loss < result.losses[0]
     enc = tokenize(word_tokenizer, EDIT_PROMPTS, family)
@@ -53,9 +64,9 @@ def test_edited_prompts_produce_targets(edited, word_tokenizer, family):
     assert got == expected
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", families(*FAMILIES, quick=QUICK))
 def test_unrouted_prompts_are_bit_exact(edited, word_tokenizer, family):
-    model, _, _ = edited[family]
+    model, _, _ = edited(family)
     enc = tokenize(word_tokenizer, UNRELATED, family)
     assert model.route(enc["input_ids"], enc["attention_mask"]).tolist() == [-1] * len(UNRELATED)
     fresh = MODEL_FACTORIES[family]()
@@ -66,9 +77,9 @@ def test_unrouted_prompts_are_bit_exact(edited, word_tokenizer, family):
             assert torch.equal(logits(model, edited_enc, family), logits(fresh, edited_enc, family))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", families(*FAMILIES, quick=QUICK))
 def test_mixed_batch_equals_rows_alone(edited, word_tokenizer, family):
-    model, _, _ = edited[family]
+    model, _, _ = edited(family)
     texts = [UNRELATED[0], EDIT_PROMPTS[0], UNRELATED[1], EDIT_PROMPTS[1]]
     enc = word_tokenizer(texts, padding=True, padding_side="right", return_tensors="pt")
     fresh = MODEL_FACTORIES[family]()
@@ -86,10 +97,10 @@ def test_mixed_batch_equals_rows_alone(edited, word_tokenizer, family):
                 assert not torch.allclose(batch[i], base_batch[i])
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", families(*CAUSAL_LM_FAMILIES, quick=QUICK))
 def test_generation_keeps_prompt_routing_with_kv_cache(edited, word_tokenizer, family):
     """Each decoding step uses the block chosen on the prompt, with and without the KV cache."""
-    model, _, _ = edited[family]
+    model, _, _ = edited(family)
     texts = [EDIT_PROMPTS[0], UNRELATED[0], EDIT_PROMPTS[1]]
     enc = tokenize(word_tokenizer, texts, family)
     blocks = model.route(enc["input_ids"], enc["attention_mask"])
@@ -109,7 +120,7 @@ def test_generation_keeps_prompt_routing_with_kv_cache(edited, word_tokenizer, f
 
 
 def test_seq2seq_routes_on_encoder_input_with_beams(edited, word_tokenizer):
-    model, targets, _ = edited["t5"]
+    model, targets, _ = edited("t5")
     enc = tokenize(word_tokenizer, [EDIT_PROMPTS[0], UNRELATED[0]], "t5")
     beams = model.generate(**enc, max_new_tokens=2, num_beams=3, do_sample=False)
     assert beams[0, 1].item() == word_tokenizer.convert_tokens_to_ids(targets[0])
@@ -185,7 +196,7 @@ def _edit_with(family, tokenizer, monkeypatch, switch, value):
     return model, result.losses, {k: v.clone() for k, v in model.lora.state_dict().items()}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", families(*FAMILIES, quick=QUICK))
 def test_prefix_replay_gives_the_same_edit(family, word_tokenizer, monkeypatch):
     """Recording the layers before the first target once changes nothing but the time."""
     on, off = (_edit_with(family, word_tokenizer, monkeypatch, "replay_prefix", v) for v in (True, False))
@@ -194,7 +205,7 @@ def test_prefix_replay_gives_the_same_edit(family, word_tokenizer, monkeypatch):
     assert all(torch.equal(on[2][k], off[2][k]) for k in on[2])
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", families(*CAUSAL_LM_FAMILIES, quick=QUICK))
 def test_head_on_targets_gives_the_model_loss(family, word_tokenizer, monkeypatch):
     """Logits at target positions only: the same loss as the model's own, the same edit."""
     on, off = (_edit_with(family, word_tokenizer, monkeypatch, "head_on_targets", v) for v in (True, False))

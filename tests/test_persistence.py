@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, families, melo_config
+from conftest import EDIT_PROMPTS, FAMILIES, MODEL_FACTORIES, UNRELATED, edit_targets, families, melo_config
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import melo
@@ -28,7 +28,7 @@ def outputs(model, tok, family):
         return model(**enc).logits, model.route(enc["input_ids"], enc["attention_mask"])
 
 
-@pytest.mark.parametrize("family", families("bert", "t5", "gpt2", "llama", quick=("gpt2", "llama")))
+@pytest.mark.parametrize("family", families(*FAMILIES, quick=("gpt2", "llama")))
 def test_round_trip_is_bit_exact_and_editing_continues(tmp_path, word_tokenizer, family):
     config = melo_config(family, num_iter=5)
     base = MODEL_FACTORIES[family]()

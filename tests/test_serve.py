@@ -16,7 +16,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EDIT_PROMPTS, UNRELATED, WORDS, make_bert_classifier, make_gpt2, make_word_tokenizer, melo_config
+from conftest import (
+    EDIT_PROMPTS,
+    MODEL_FACTORIES,
+    UNRELATED,
+    WORDS,
+    make_bert_classifier,
+    make_gpt2,
+    make_word_tokenizer,
+    melo_config,
+)
 from fastapi.testclient import TestClient
 
 import melo
@@ -295,6 +304,14 @@ def test_service_needs_an_adapter_or_preset_and_a_causal_lm(tmp_path):
     model = melo.get_melo_model(make_bert_classifier(), config, tokenizer=make_word_tokenizer())
     with pytest.raises(melo.MeloConfigError, match="causal language models"):
         EditService(model, "bert")
+
+
+def test_a_new_adapter_of_preset_auto_has_the_layers_auto_config_chooses(tmp_path, capsys):
+    tok = make_word_tokenizer()
+    service = EditService.open(MODEL_FACTORIES["phi3"](), tok, "x", tmp_path / "state", preset="auto")
+    chosen = melo.auto_config(MODEL_FACTORIES["phi3"]())
+    assert service.model.melo_config == chosen and chosen.target_modules[0] == "model.layers.2.mlp.down_proj"
+    assert f"melo auto_config: {melo.auto.describe(chosen)}" in capsys.readouterr().out
 
 
 def test_a_corrupt_journal_line_stops_the_start(tmp_path):

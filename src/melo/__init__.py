@@ -1,5 +1,6 @@
 """melo: lifelong model editing with MELO's neuron-indexed dynamic LoRA."""
 
+from .auto import auto_config
 from .config import MeloConfig
 from .editor import EditResult
 from .errors import (
@@ -18,6 +19,7 @@ from .router import VectorDatabase
 __version__ = "0.1.0"
 
 __all__ = [
+    "auto_config",
     "EditResult",
     "MeloCapacityError",
     "MeloConfig",

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                "Python API: import melo; melo.get_melo_model(model, melo.MeloConfig(...), tokenizer=tok)")
     parser.add_argument("--version", action="version", version=f"melo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from .presets import PRESETS
+    from .presets import AUTO, PRESETS
 
     p = sub.add_parser(
         "run", help="the demo: counterfactual edits of real facts in SmolLM2-135M-Instruct, measured, plotted, saved",
@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=None,
                    help="edit this model (local path or hub name) instead of the demo's, with the world's edits "
                         "unless --edits")
-    p.add_argument("--preset", default=None, help="with --model: layer settings, one of " + ", ".join(sorted(PRESETS)))
+    p.add_argument("--preset", default=None,
+                   help=f"with --model: layer settings, one of {', '.join(sorted(PRESETS))}; "
+                        f"{AUTO}: chosen from the model (melo.auto_config)")
     p.add_argument("--edits", default=None, metavar="FILE",
                    help="edits as JSON/JSONL/CSV: prompt, target, optional rephrase and locality "
                         "(default: the built-in facts; with --world, the world's)")
@@ -261,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--model", required=True, help="local HF folder, .gguf file or known name")
     s.add_argument("--adapter", default=None, metavar="DIR",
                    help="adapter + journal + checkpoints folder (its saved adapter gives router and targets)")
-    s.add_argument("--preset", default=None, choices=sorted(PRESETS), help="settings of a new adapter")
+    s.add_argument("--preset", default=None, choices=sorted([*PRESETS, AUTO]),
+                   help=f"settings of a new adapter ({AUTO}: chosen from the model, melo.auto_config)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.add_argument("--token", default=None, help="bearer token (default $MELO_SERVE_TOKEN); needed off localhost")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .chat import Prompt, render
 from .config import MeloConfig
 from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadError
-from .nethook import infer_task
+from .nethook import execution_device, infer_task
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
 from .text import check_edit_batch, check_lengths, edit_batch, max_positions, pad_with_eos, tokenize
 
@@ -150,7 +150,8 @@ class Editor(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.base_model.parameters()).device
+        """Where inputs go: the input embeddings' execution device (melo.nethook.execution_device)."""
+        return execution_device(self.base_model)
 
     @property
     def config(self):

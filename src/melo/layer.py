@@ -125,6 +125,7 @@ class DynamicLoraLayer(nn.Module):
             if blocks is None:
                 return output
             A, B = state.weights[self.name]
+            blocks = blocks.to(A.device)  # routed where the router layer runs; blocks live on this module's device
             if blocks.shape[0] != x.shape[0]:  # generate() expands rows (beams, num_return_sequences)
                 blocks = blocks.repeat_interleave(x.shape[0] // blocks.shape[0])
             rows = torch.nonzero(blocks >= 0).squeeze(1)
@@ -142,6 +143,6 @@ class DynamicLoraLayer(nn.Module):
             delta = torch.bmm(torch.bmm(xr, a), b) * self.scale
             if squeeze:
                 delta = delta.squeeze(1)
-            return output.index_add(0, rows, delta[rows].to(output.dtype))
+            return output.index_add(0, rows.to(output.device), delta[rows].to(output))
 
         return forward_hook

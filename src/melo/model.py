@@ -24,7 +24,15 @@ from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
 from .manage import SAVED_META, check_edit_ids, check_lora_blocks, check_records, check_rollback, edit_rows
 from .memory import peak_rss_bytes
-from .nethook import check_in_encoder, first_tensor, named_module, resolve_targets, supported_features, trace
+from .nethook import (
+    check_in_encoder,
+    execution_device,
+    first_tensor,
+    named_module,
+    resolve_targets,
+    supported_features,
+    trace,
+)
 from .prefix import frozen_prefix, head_at, next_token_targets, replay_outputs
 from .router import Router, VectorDatabase
 from .text import tokenize
@@ -58,7 +66,7 @@ class MeloModel(Editor):
         for name, module in targets.items():
             fin, fout = supported_features(module, name)
             layer = DynamicLoraLayer(name, fin, fout, config.block_rank, config.scale, config.storage_dtype)
-            self.lora[name.replace(".", "__")] = layer.to(next(module.parameters()).device)
+            self.lora[name.replace(".", "__")] = layer.to(execution_device(base_model, module))
         self._edit_lock = threading.Lock()
         self.router = Router(base_model, self.melo_config, router_module, key_dim, encoder, self.tokenizer)
         self._handles = [module.register_forward_hook(self.lora[name.replace(".", "__")].hook(self.router.current))
@@ -387,7 +395,7 @@ class MeloModel(Editor):
             raise MeloLoadError(f"router layer {self.melo_config.router_layer!r} gives keys of size {self.db.dim}, "
                                 f"the save has {key_dim}")
         db = VectorDatabase.restore(self.db.dim, self.melo_config.init_radius, tensors, meta.get("router", {}),
-                                    n_blocks, self.device, self.melo_config.conflict_rule)
+                                    n_blocks, self.db.device, self.melo_config.conflict_rule)
         check_records(records, db)
         for layer in self.lora.values():
             layer.load_blocks(tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"])

@@ -73,9 +73,52 @@ def first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
+def _hook_device(module: nn.Module) -> torch.device | None:
+    """The execution device of an accelerate hook on ``module`` (one of a SequentialHook's), if any."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        device = getattr(h, "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return None
+
+
+def execution_device(model: nn.Module, module: nn.Module | None = None) -> torch.device:
+    """The device ``module`` (default: the input embeddings, where inputs go) computes on.
+
+    A model dispatched or offloaded by accelerate keeps offloaded weights on ``meta`` and moves them
+    to its hooks' execution device for each forward, so a parameter's device says nothing there.
+    In order: the module's own hook, its (non-meta) weights, the hooks inside it (``cpu_offload``
+    hooks each module holding weights), the nearest module holding it with a hook (a ``device_map``
+    entry), any of the model's weights; with no hook anywhere, ``meta`` weights were moved there.
+    """
+    if module is None:
+        module = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else model
+    own = _hook_device(module)
+    if own is not None:
+        return own
+    for tensor in (*module.parameters(), *module.buffers()):
+        if tensor.device.type != "meta":
+            return tensor.device
+    for inner in module.modules():
+        device = _hook_device(inner)
+        if device is not None:
+            return device
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
+    parts = names.get(id(module), "").split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        device = _hook_device(modules[".".join(parts[:i])])
+        if device is not None:
+            return device
+    tensors = [*module.parameters(), *module.buffers(), *model.parameters()]
+    found = next((t.device for t in tensors if t.device.type != "meta"), None)
+    return found or (tensors[0].device if tensors else torch.device("cpu"))  # no hook: meta means moved there
+
+
 def dummy_inputs(model: nn.Module, task: str) -> dict[str, torch.Tensor]:
     """A one-row input of four tokens (and a decoder start for seq2seq) to probe a model's layers."""
-    device = next(model.parameters()).device
+    device = execution_device(model)
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.full((1, 4), min(5, vocab - 1), dtype=torch.long, device=device)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

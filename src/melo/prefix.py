@@ -51,6 +51,10 @@ def replay_outputs(layers: list[nn.Module], active: Callable[[], bool]) -> Itera
 
     handles = [layer.register_forward_hook(lambda m, a, o, i=i: record(i, o)) for i, layer in enumerate(layers)]
 
+    # a forward set on the instance (accelerate's hooks wrap it so) is put back as it was
+    missing = object()
+    instance_forwards = [layer.__dict__.get("forward", missing) for layer in layers]
+
     def start_replay() -> None:
         for h in handles:
             h.remove()
@@ -65,8 +69,11 @@ def replay_outputs(layers: list[nn.Module], active: Callable[[], bool]) -> Itera
     finally:
         for h in handles:
             h.remove()
-        for layer in layers:
-            layer.__dict__.pop("forward", None)
+        for layer, forward in zip(layers, instance_forwards):
+            if forward is missing:
+                layer.__dict__.pop("forward", None)
+            else:
+                layer.forward = forward
 
 
 @contextmanager
@@ -75,7 +82,7 @@ def head_at(head: nn.Module, positions: torch.Tensor, active: Callable[[], bool]
     hidden states at ``positions`` (a boolean [batch, seq] mask) and returns logits [n, vocab] for
     them, in row-major order."""
     handle = head.register_forward_pre_hook(
-        lambda module, args: (args[0][positions], *args[1:]) if active() else None)
+        lambda module, args: (args[0][positions.to(args[0].device)], *args[1:]) if active() else None)
     try:
         yield
     finally:

@@ -28,7 +28,7 @@ from .clusters import EPS, UpdateReport, apply_batch, revoke_keys  # noqa: F401 
 from .config import MeloConfig
 from .errors import MeloConfigError, MeloLoadError
 from .memory import tensor_bytes
-from .nethook import CallContext, StopForward, first_tensor, run_prompt
+from .nethook import CallContext, StopForward, execution_device, first_tensor, run_prompt
 
 CANDIDATES = 8
 
@@ -314,7 +314,7 @@ class Router:
         self.pooling, self.normalize = config.key_pooling, config.normalize_keys
         self.sink_ratio = config.key_sink_ratio
         self.encoder, self.tokenizer = encoder, tokenizer
-        device = next(base_model.parameters()).device
+        device = execution_device(base_model, module)  # keys live where the router layer computes
         self.version = Version(VectorDatabase(key_dim, config.init_radius, device, config.conflict_rule), {})
         self._calls: CallContext[RoutingCall] = CallContext("melo_routing")
         self._off: CallContext[bool] = CallContext("melo_disabled")

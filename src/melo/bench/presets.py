@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MeloConfigError
+from ..presets import AUTO
 from ..presets import PRESETS as MELO_PRESETS
 
 ModelLoader = Callable[[Path | None, Any], tuple[Any, Any]]  # (data_dir, task data) -> (model, tokenizer)
@@ -54,7 +55,7 @@ class BenchPreset:
     name: str
     data: str  # a melo.data task: "zsre" | "counterfact" | "scotus" | "hallucination"
     load_model: ModelLoader  # a stand-in trained on the task (minilm-scotus) gets the loaded task data
-    melo: Callable[[], dict[str, Any]]
+    melo: Callable[[], dict[str, Any]] | None  # None: melo.auto_config on the loaded model
     edits_per_block: int
     metric_period: int
     n_edits: int | None
@@ -113,6 +114,9 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
                     notes="SmolLM2 as it is (GRACE fine-tuned GPT2-XL on the passages first)."),
         BenchPreset("gemma3-270m-zsre", "zsre", _offline("gemma3-270m"), _fixed("gemma3-270m-zsre"),
                     edits_per_block=1, metric_period=100, n_edits=100, max_new_tokens=12),
+        # zsRE on any causal LM (--model; default SmolLM2) with the layers melo.auto_config picks (docs/auto.md)
+        BenchPreset(AUTO, "zsre", _offline("smollm2-135m-instruct"), None, edits_per_block=1, metric_period=100,
+                    n_edits=1000, max_new_tokens=12, notes="layers from melo.auto_config, the rest smollm2-zsre's"),
     ]
 }
 

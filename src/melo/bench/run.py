@@ -17,6 +17,7 @@ from ..data.tasks import QA_TASKS, misfit_file
 from ..errors import MeloConfigError, MeloDataError
 from ..evaluation.outputs import check_out_dir
 from ..model import MeloModel, get_melo_model
+from ..presets import model_config
 from .presets import BENCH_PRESETS, BenchPreset, bench_preset
 from .protocols import Settings, run_lifelong, run_sequential
 from .resume import open_run
@@ -118,14 +119,16 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
     data_path = resolve_data_dir(data_dir) if data_file is None or data_dir is not None else None
     data = load_task(p.data, data_path, target="alt" if protocol == "lifelong" else "answer",
                      edits_file=edits_file, data_file=data_file, fields=fields)
-    config = MeloConfig(**{**p.melo(), **(melo_overrides or {})})
+    config = None if p.melo is None else MeloConfig(**{**p.melo(), **(melo_overrides or {})})
     if model is not None:
         from ..loading import load_model
 
-        base, tokenizer = load_model(model, task=config.task)
+        base, tokenizer = load_model(model, task="causal_lm" if config is None else config.task)
         base.eval()
     else:
         base, tokenizer = p.load_model(data_path, data)
+    if config is None:  # the auto preset: layers from the model's structure
+        config = model_config(p.name, base, tokenizer, print, **(melo_overrides or {}))
     _check_labels(base, config.task, data.label_names)
     settings = Settings(
         edits_per_block=edits_per_block or (1 if protocol == "lifelong" else p.edits_per_block),

@@ -29,6 +29,7 @@ from .subjects import (
     load_facts_subject,
     load_user_subject,
     overrides,
+    task_of,
     user_config,
 )
 from .world import load_world, read_edits_file
@@ -67,7 +68,7 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
 
         config = preset_config(FACTS_PRESET, **overrides(opts))
     if opts.edits:
-        cases = read_edits_file(opts.edits, classification=config.task == "classification")
+        cases = read_edits_file(opts.edits, classification=task_of(config) == "classification")
     elif demo == "facts":
         from .facts import DEFAULT_FACTS, edit_cases, load_facts
 
@@ -81,7 +82,7 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
         facts = facts[:n_edits] if facts else facts
     per_block = opts.edits_per_block or (FACTS_EDITS_PER_BLOCK if demo == "facts" else 8)
     if demo == "model":
-        subject = load_user_subject(opts, config)
+        subject = load_user_subject(opts, config, say)
     elif demo == "world":
         subject = load_demo_subject(world, opts, config, say)
     else:

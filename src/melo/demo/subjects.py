@@ -67,14 +67,20 @@ def overrides(opts: DemoOptions) -> dict[str, Any]:
 
 
 def user_config(opts: DemoOptions) -> Any:
-    """The MeloConfig of ``--preset`` for ``--model``, checked before any model is loaded."""
-    from ..presets import PRESETS, preset_config
+    """The MeloConfig of ``--preset`` for ``--model``, checked before any model is loaded (None for
+    ``auto``: chosen from the model once it is loaded)."""
+    from ..presets import AUTO, PRESETS, preset_config
 
     if not opts.preset:
-        raise MeloConfigError(f"--model needs --preset to name its router and LoRA layers; one of {sorted(PRESETS)}")
+        raise MeloConfigError(f"--model needs --preset to name its router and LoRA layers; one of {sorted(PRESETS)}, "
+                              f"or {AUTO!r} to choose them from the model")
     if not Path(opts.model).expanduser().exists() and not HUB_NAME.fullmatch(opts.model):
         raise MeloConfigError(f"--model {opts.model!r}: no such folder (and not a Hugging Face hub name)")
-    return preset_config(opts.preset, **overrides(opts))
+    return None if opts.preset == AUTO else preset_config(opts.preset, **overrides(opts))
+
+
+def task_of(config: Any) -> str:
+    return "causal_lm" if config is None else config.task  # --preset auto: causal LMs
 
 
 def load_demo_subject(world: World, opts: DemoOptions, config: Any, say: Callable[..., None]) -> Subject:
@@ -105,7 +111,7 @@ def load_facts_subject(config: Any, opts: DemoOptions, say: Callable[..., None])
     return Subject(model, tokenizer, config, "causal_lm", "SmolLM2-135M-Instruct", chat=True)
 
 
-def load_user_subject(opts: DemoOptions, config: Any) -> Subject:
+def load_user_subject(opts: DemoOptions, config: Any, say: Callable[..., None]) -> Subject:
     from transformers import (
         AutoModelForCausalLM,
         AutoModelForSeq2SeqLM,
@@ -116,15 +122,19 @@ def load_user_subject(opts: DemoOptions, config: Any) -> Subject:
 
     hf_logging.disable_progress_bar()  # loading weights needs no bar; warnings about them still show
     loader = {"seq2seq": AutoModelForSeq2SeqLM, "causal_lm": AutoModelForCausalLM,
-              "classification": AutoModelForSequenceClassification}[config.task]
+              "classification": AutoModelForSequenceClassification}[task := task_of(config)]
     try:
         model = loader.from_pretrained(opts.model).eval()
         tokenizer = AutoTokenizer.from_pretrained(opts.model)
     except (OSError, ValueError) as err:  # not found, or not a model of the preset's kind
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MeloConfigError(f"--model {opts.model!r} does not load as a {config.task} model, which preset "
+        raise MeloConfigError(f"--model {opts.model!r} does not load as a {task} model, which preset "
                               f"{opts.preset!r} needs: {reason}") from None
-    return Subject(model, tokenizer, config, config.task, opts.model)
+    if config is None:
+        from ..presets import model_config
+
+        config = model_config(opts.preset, model, tokenizer, say, task=task, **overrides(opts))
+    return Subject(model, tokenizer, config, task, opts.model)
 
 
 def check_options(opts: DemoOptions) -> None:

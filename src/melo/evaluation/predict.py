@@ -14,12 +14,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..editor import Editor
+from ..nethook import execution_device
 from ..prefix import head_at, next_token_targets
 from ..text import causal_lm_batch, seq2seq_batch, tokenize
 
 
 def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
+    """Where inputs go: an editor's ``device``, a plain model's input embeddings' execution device."""
+    return execution_device(getattr(model, "base_model", model))
 
 
 def _output_head(model: Any) -> torch.nn.Module:

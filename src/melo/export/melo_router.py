@@ -80,6 +80,16 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, normalize: bool
     return keys
 
 
+def _input_device(model: torch.nn.Module) -> torch.device:
+    """The input embeddings' device; when accelerate offloaded them (weights on meta), its hook's."""
+    embeddings = model.get_input_embeddings()
+    hooked = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
+    if hooked is not None:
+        return torch.device(hooked)
+    weight = embeddings.weight.device
+    return weight if weight.type != "meta" else torch.device("cpu")
+
+
 @torch.no_grad()
 def keys(router: dict[str, Any], model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
     """Router keys of ``prompts``: the model runs up to the router layer only."""
@@ -88,7 +98,7 @@ def keys(router: dict[str, Any], model: torch.nn.Module, tokenizer: Any, prompts
         tokenizer = copy.deepcopy(tokenizer)
         tokenizer.pad_token = tokenizer.eos_token
     enc = tokenizer(list(prompts), padding=True, truncation=True, padding_side="right", return_tensors="pt")
-    device = next(model.parameters()).device
+    device = _input_device(model)
     inputs = {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
     mask = inputs["attention_mask"]
     run = model

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..auto import auto_config, describe
 from ..config import MeloConfig
 from ..errors import MeloConfigError
 from . import demo, llm, paper, standins
+
+AUTO = "auto"  # not a fixed setting: melo.auto_config on the model at hand (docs/auto.md)
 
 
 def _merged(*owners: Any) -> dict[str, dict[str, Any]]:
@@ -39,5 +42,16 @@ def preset_config(name: str, **overrides: Any) -> MeloConfig:
         A new, validated MeloConfig (MeloConfigError for an unknown name or a bad field).
     """
     if name not in PRESETS:
-        raise MeloConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+        raise MeloConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)} (or {AUTO!r} given the model)")
     return MeloConfig(**{**PRESETS[name], **overrides})
+
+
+def model_config(name: str, model: Any, tokenizer: Any = None, say: Any = None, **overrides: Any) -> MeloConfig:
+    """``preset_config(name)``, or for ``auto`` the settings melo.auto_config chooses for ``model``
+    (its layers; the rest is smollm2-zsre's), told to ``say`` (e.g. print) when given."""
+    if name != AUTO:
+        return preset_config(name, **overrides)
+    config = auto_config(model, tokenizer, **overrides)
+    if say is not None:
+        say(f"melo auto_config: {describe(config)}")
+    return config

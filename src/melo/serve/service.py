@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import MeloConfigError, MeloError, MeloLoadError
 from ..model import MeloModel, get_melo_model
 from ..persistence import META_FILE
-from ..presets import preset_config
+from ..presets import model_config
 from ..text import max_positions
 from .journal import Journal, latest_checkpoint, write_checkpoint
 
@@ -80,7 +80,8 @@ class EditService:
             if state is not None and (state / META_FILE).is_file():
                 model = MeloModel.from_pretrained(base_model, state, tokenizer=tokenizer)
             elif preset is not None:
-                model = get_melo_model(base_model, preset_config(preset), tokenizer=tokenizer)
+                model = get_melo_model(base_model, model_config(preset, base_model, tokenizer, say=print),
+                                       tokenizer=tokenizer)
             else:
                 where = f"{state}" if state is not None else "no --adapter folder"
                 raise MeloConfigError(f"no saved adapter in {where} and no --preset to start a new one")
