@@ -45,10 +45,12 @@ def check_rollback(n_blocks: int, current: int) -> int:
 
 
 # ---- checks of a save, shared by MeloModel.from_pretrained and SavedAdapter ---------------------------
-def check_lora_blocks(tensors: dict[str, torch.Tensor], layers: dict[str, tuple[int, int, int] | None]) -> int:
+def check_lora_blocks(tensors: dict[str, torch.Tensor], layers: dict[str, tuple[int, int, int] | None],
+                      storage: torch.dtype | None = None) -> int:
     """The number of blocks the saved LoRA tensors hold, after checking them: for each target ``name``
     (``layers``: name -> (rank, in, out) expected, or None when any fits), ``lora.<name>.A`` [n, r, in]
-    and ``lora.<name>.B`` [n, out, r], finite, with the same n for every target."""
+    and ``lora.<name>.B`` [n, out, r], finite, with the same n for every target, and of dtype ``storage``
+    when the config fixes one."""
     n_blocks = None
     for name, shape in layers.items():
         missing = [key for key in (f"lora.{name}.A", f"lora.{name}.B") if key not in tensors]
@@ -65,6 +67,9 @@ def check_lora_blocks(tensors: dict[str, torch.Tensor], layers: dict[str, tuple[
             raise MeloLoadError(f"LoRA blocks of {name!r} are {list(A.shape)} / {list(B.shape)}, not {expected}")
         if n_blocks is not None and A.shape[0] != n_blocks:
             raise MeloLoadError(f"target modules hold different numbers of blocks ({A.shape[0]} vs {n_blocks})")
+        if storage is not None and (A.dtype != storage or B.dtype != storage):
+            raise MeloLoadError(f"LoRA blocks of {name!r} are {A.dtype} / {B.dtype}, the config stores "
+                                f"{str(storage).removeprefix('torch.')}")
         if not bool(torch.isfinite(A).all() and torch.isfinite(B).all()):
             raise MeloLoadError(f"LoRA blocks of {name!r} hold non-finite values")
         n_blocks = A.shape[0]

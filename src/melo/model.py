@@ -322,9 +322,7 @@ class MeloModel(Editor):
 
     def memory(self) -> dict[str, int | None]:
         """Bytes of the stored blocks and the router database, and the process's peak resident memory."""
-        stats = self.stats()
-        return {"adapter_bytes": stats["adapter_bytes"], "database_bytes": stats["database_bytes"],
-                "peak_rss_bytes": peak_rss_bytes()}
+        return {**{k: v for k, v in self.stats().items() if k.endswith("_bytes")}, "peak_rss_bytes": peak_rss_bytes()}
 
     def unload(self) -> nn.Module:
         """Remove the hooks and return the untouched base model."""
@@ -379,13 +377,7 @@ class MeloModel(Editor):
                 raise MeloLoadError(f"target module {layer.name!r} is {layer.in_features}x{layer.out_features} "
                                     f"here, {shape} in the save")
         n_blocks = check_lora_blocks(tensors, {layer.name: (layer.block_rank, layer.in_features, layer.out_features)
-                                               for layer in self.lora.values()})
-        storage = self.melo_config.storage_dtype
-        for layer in self.lora.values():
-            A, B = tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"]
-            if storage is not None and (A.dtype != storage or B.dtype != storage):
-                raise MeloLoadError(f"LoRA blocks of {layer.name!r} are {A.dtype} / {B.dtype}, the config stores "
-                                    f"{self.melo_config.block_dtype}")
+                                               for layer in self.lora.values()}, self.melo_config.storage_dtype)
         encoder = self.router.encoder
         saved_encoder = meta.get("key_encoder")
         here = None if encoder is None else {"name": encoder.name, "digest": encoder.digest}
