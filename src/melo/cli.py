@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> None:
                          seed=args.seed, quiet=args.quiet, n_edits=args.n_edits,
                          edits_per_block=args.edits_per_block, num_iter=args.num_iter, radius=args.radius,
                          world=args.world or None, demo="world" if args.world is not None else "facts",
-                         measure_every=args.measure_every))
+                         measure_every=args.measure_every, skip_invalid=args.skip_invalid))
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -59,7 +59,7 @@ def bench(args: argparse.Namespace) -> None:
     given = {name: getattr(args, name) for name in ("text_field", "label_field", "split_field", "edit_split",
                                                     "edit_after") if getattr(args, name) is not None}
     fields = ClassificationFields(**given) if given else None
-    check_data(bench_preset(args.preset), args.edits_file, args.data_file, fields)
+    check_data(bench_preset(args.preset), args.edits_file, args.data_file, fields, args.skip_invalid)
     if args.out:
         check_out_dir(args.out)
     runs = []
@@ -68,7 +68,8 @@ def bench(args: argparse.Namespace) -> None:
         runs.append(run_bench(args.preset, protocol=args.protocol, method=method, n_edits=args.n_edits,
                               data_dir=args.data_dir, out=out, edits_per_block=args.edits_per_block,
                               metric_period=args.metric_period, progress=not args.quiet, model=args.model,
-                              edits_file=args.edits_file, data_file=args.data_file, fields=fields))
+                              edits_file=args.edits_file, data_file=args.data_file, fields=fields,
+                              skip_invalid=args.skip_invalid))
         print((runs[-1] / "table.md").read_text())
         print(f"run directory: {runs[-1]} (metrics.jsonl, summary.json, table.md, metrics.png, router.png)")
     if len(runs) > 1:
@@ -180,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="optimizer steps per block (default: the preset's)")
     p.add_argument("--radius", type=_positive_float, default=None,
                    help="router radius (init_radius): larger reaches more paraphrases and more unrelated questions")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out the bad edits of --edits instead of stopping at the first; they are counted and "
+                        "listed (record and reason) here and in metrics.json")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -227,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     edit_rows.add_argument("--edit-after", default=None, metavar="VALUE",
                            help="--data-file: rows whose split field is greater than VALUE (numbers as numbers, "
                                 "e.g. a year) are edits, the rest upstream")
+    b.add_argument("--skip-invalid", action="store_true",
+                   help="leave out the bad records of --edits-file / --data-file instead of stopping at the first; "
+                        "they are counted and listed (record and reason) here and in config.json")
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=bench)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..data.readers import describe_skipped
 from ..errors import MeloConfigError
 from .facts import chat
 from .world import EditCase, World, load_world, read_edits_file
@@ -48,6 +49,7 @@ class DemoOptions:
     world: str | None = None  # a world file (implies the world demo)
     demo: str = "facts"  # "facts" (SmolLM2 and the built-in facts) or "world" (the fictional world)
     measure_every: int | None = None  # edits between measurements (default: every block; facts demo: the end)
+    skip_invalid: bool = False  # bad edits of --edits are left out and listed, not an error
 
 
 @dataclass
@@ -357,6 +359,8 @@ def check_options(opts: DemoOptions) -> None:
             raise MeloConfigError(f"{name} must be at least 1, got {value}")
     if opts.radius is not None and not opts.radius > 0:
         raise MeloConfigError(f"--radius must be positive, got {opts.radius}")
+    if opts.skip_invalid and not opts.edits:
+        raise MeloConfigError("--skip-invalid skips the bad records of an --edits file; give one")
     if opts.preset and not opts.model:
         raise MeloConfigError("--preset names the layers of a --model; the built-in demos have their own settings")
     choose_demo(opts)
@@ -393,8 +397,12 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
         from .facts import FACTS_PRESET
 
         config = preset_config(FACTS_PRESET, **_overrides(opts))
+    skipped: list[dict[str, str]] = []
     if opts.edits:
-        cases = read_edits_file(opts.edits, classification=config.task == "classification")
+        cases = read_edits_file(opts.edits, classification=config.task == "classification",
+                                skipped=skipped if opts.skip_invalid else None)
+        if skipped:
+            say(describe_skipped(opts.edits, skipped))
     elif demo == "facts":
         from .facts import DEFAULT_FACTS, edit_cases, load_facts
 
@@ -479,6 +487,8 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
                "pre": pre, "post": {key: post[key] for _, key in rows},
                "edit_seconds": round(edit_seconds, 2), "stats": stats, "curve": curve,
                "config": subject.config.to_dict()}
+    if opts.skip_invalid:
+        summary.update(n_skipped=len(skipped), skipped=skipped)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (out / "answers.jsonl").open("w") as f:
         for i, c in enumerate(cases):
