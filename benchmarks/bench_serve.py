@@ -138,22 +138,27 @@ def first_token(http: httpx.Client, prompt: str, args) -> float:
     return first
 
 
-def throughput(url: str, prompts: list[str], args) -> float:
-    """Requests per second of ``args.requests`` completions from ``args.clients`` threads."""
-    per_client = args.requests // args.clients
+def throughput(urls: dict[str, str], prompts: list[str], args) -> dict[str, float]:
+    """Requests per second of each server: ``args.requests`` completions from ``args.clients`` threads,
+    in ``args.throughput_rounds`` rounds that visit every server in turn."""
+    per_client = max(1, args.requests // args.clients // args.throughput_rounds)
+    seconds = dict.fromkeys(urls, 0.0)
 
-    def client(k: int) -> None:
+    def client(url: str, k: int) -> None:
         with httpx.Client(base_url=url, timeout=300) as http:
             for i in range(per_client):
                 complete(http, prompts[(k * per_client + i) % len(prompts)], args)
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return per_client * args.clients / (time.perf_counter() - start)
+    for _ in range(args.throughput_rounds):
+        for name, url in urls.items():
+            threads = [threading.Thread(target=client, args=(url, k)) for k in range(args.clients)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            seconds[name] += time.perf_counter() - start
+    return {name: per_client * args.clients * args.throughput_rounds / s for name, s in seconds.items()}
 
 
 def interleaved(clients: dict[str, httpx.Client], prompts: list[str], measure) -> dict[str, list]:
@@ -166,8 +171,61 @@ def interleaved(clients: dict[str, httpx.Client], prompts: list[str], measure) -
     return out
 
 
-def quantiles(ms: list[float]) -> tuple[float, float]:
-    return statistics.median(ms), statistics.quantiles(ms, n=20)[18]
+def measured(clients: dict[str, httpx.Client], urls: dict[str, str], requests: list[str], args,
+             reference: str) -> tuple[list[list], dict[str, list]]:
+    """Table rows of every server (latency, first token and throughput, each interleaved over the servers)
+    and the answers of the latency requests."""
+    answers = interleaved(clients, requests, lambda c, p: complete(c, p, args))
+    ttft = interleaved(clients, requests[: args.ttft], lambda c, p: first_token(c, p, args))
+    rates = throughput(urls, requests, args)
+    ms = {name: [m for m, _ in answers[name]] for name in clients}
+    rows = []
+    for name in clients:
+        p50, p95 = statistics.median(ms[name]), statistics.quantiles(ms[name], n=20)[18]
+        paired = statistics.median(a / b for a, b in zip(ms[name], ms[reference]))
+        rows.append([name, p50, p95, p50 / statistics.median(ms[reference]), paired, rates[name],
+                     statistics.median(ttft[name])])
+    return rows, answers
+
+
+def profile(models: dict[str, melo.MeloModel], prompts: list[str], args) -> list[list]:
+    """Where a melo request's time goes, in this process (no HTTP): the key pass, the lookup, and
+    generation by the bare model and by melo (median ms over ``prompts``)."""
+    rows = []
+    melo_models = {name: m for name, m in models.items() if name != "bare model"}
+    some = next(iter(melo_models.values()))
+    keys = some.encode_keys(prompts)
+    rows.append(["MiniLM key pass (encoder.encode of one prompt)", statistics.median(
+        timed(lambda p=p: some.router.encoder.encode([p])) for p in prompts)])
+    for name, model in melo_models.items():
+        rows.append([f"lookup of one key, {name}", statistics.median(
+            timed(lambda i=i: model.db.lookup(keys[i : i + 1])) for i in range(len(prompts)))])
+    for name, model in models.items():
+        rows.append([f"generate_text, {args.max_tokens} tokens, {name}", statistics.median(
+            timed(lambda p=p: model.generate_text([p], max_new_tokens=args.max_tokens)) for p in prompts)])
+    return rows
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - start)
+
+
+def keep_training(url: str, prompts: list[str], stop: threading.Event, counts: dict[str, int]) -> None:
+    """Post one edit after another (each ``--edit-steps`` steps, no early stop) until ``stop`` is set."""
+    with httpx.Client(base_url=url, timeout=3600) as http:
+        for prompt in prompts:
+            if stop.is_set():
+                return
+            r = http.post("/v1/edits", json={"edits": [{"prompt": prompt, "target": "Rome"}]})
+            assert r.status_code == 200, r.text
+            counts["edits"] += 1
+    raise SystemExit("ran out of prompts to train edits on")
+
+
+COLUMNS = ["served", "p50 ms", "p95 ms", "p50 / bare p50", "paired ratio (median)", "requests/s",
+           "first token p50 ms"]
 
 
 def main() -> None:
@@ -179,11 +237,13 @@ def main() -> None:
     ap.add_argument("--edits", type=int, nargs="+", default=[1000, 10000], help="stored-edit counts besides 0")
     ap.add_argument("--edits-per-block", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=40, help="latency requests per server (half of them edited prompts)")
-    ap.add_argument("--ttft", type=int, default=12, help="streamed requests per server")
-    ap.add_argument("--requests", type=int, default=24, help="completions per throughput measurement")
+    ap.add_argument("--ttft", type=int, default=10, help="streamed requests per server")
+    ap.add_argument("--requests", type=int, default=16, help="completions per server for throughput")
+    ap.add_argument("--throughput-rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=2, help="client threads of a throughput measurement")
     ap.add_argument("--max-tokens", type=int, default=8)
-    ap.add_argument("--edit-steps", type=int, default=1500, help="steps of the edit trained during the last row")
+    ap.add_argument("--edit-steps", type=int, default=100, help="steps of each edit trained during the last row")
+    ap.add_argument("--profile", type=int, default=10, help="prompts of the in-process profile (0: none)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--wait-quiet", type=float, default=60)
     ap.add_argument("--out", default=None)
@@ -194,18 +254,26 @@ def main() -> None:
     data_dir = resolve_data_dir(args.data_dir)
     sizes = sorted(args.edits)
     prompts, targets = edit_prompts(data_dir, sizes[-1])
-    fresh = [r.prompt for r in load_nq(first_file(data_dir, NQ_FILES), limit=args.rounds)]
+    questions = [r.prompt for r in load_nq(first_file(data_dir, NQ_FILES))]
+    fresh, to_train = questions[: args.rounds // 2], questions[args.rounds // 2 :]
     base, tokenizer = load_model(args.model, progress=False)
     base.eval()
-    config = melo.preset_config(args.preset, num_iter=args.edit_steps, stop_loss=None)  # the training row's edit
+    config = melo.preset_config(args.preset, num_iter=args.edit_steps, stop_loss=None)  # the training row's edits
+
+    def melo_model() -> melo.MeloModel:
+        return melo.MeloModel(copy.deepcopy(base), config, tokenizer=copy.deepcopy(tokenizer))
+
     models = {"bare model": Bare(copy.deepcopy(base), melo.preset_config(args.preset, key_encoder=None),
                                  tokenizer=copy.deepcopy(tokenizer))}
     for n in [0, *sizes]:
-        models[f"melo, {n:,} edits"] = melo.MeloModel(copy.deepcopy(base), config, tokenizer=copy.deepcopy(tokenizer))
+        models[f"melo, {n:,} edits"] = melo_model()
+    before = f"melo, {sizes[-1]:,} edits, key pass before the model"
+    models[before] = melo_model()
+    models[before].router._key_pool = None  # the sequential key pass (as before the overlap): for comparison
     print(f"building {sizes} stored edits ({args.edits_per_block} a block)", flush=True)
     dbs = stored_databases(models[f"melo, {sizes[-1]:,} edits"], prompts, targets, args.edits_per_block, sizes)
-    for n in sizes:
-        store(models[f"melo, {n:,} edits"], dbs[n], prompts[:n], targets[:n])
+    for name, n in [*((f"melo, {n:,} edits", n) for n in sizes), (before, sizes[-1])]:
+        store(models[name], dbs[n], prompts[:n], targets[:n])
     live = dbs[sizes[0]].live()
     edited = [p for p, ok in zip(prompts, live.tolist()) if ok][: args.rounds // 2]  # live in every database
     requests = [p for pair in zip(edited, fresh) for p in pair]
@@ -214,53 +282,46 @@ def main() -> None:
     print(f"edited request prompts routed to a block: {routed}", flush=True)
 
     busy = wait_quiet(args.wait_quiet)
+    start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         urls = {name: stack.enter_context(Served(model, args.model)) for name, model in models.items()}
         clients = {name: stack.enter_context(httpx.Client(base_url=url, timeout=300)) for name, url in urls.items()}
         interleaved(clients, requests[:4], lambda c, p: complete(c, p, args))  # warm-up
-        start = time.perf_counter()
-        answers = interleaved(clients, requests, lambda c, p: complete(c, p, args))
-        ttft = interleaved(clients, requests[: args.ttft], lambda c, p: first_token(c, p, args))
-        rates = {name: throughput(url, requests, args) for name, url in urls.items()}
-        rows, bare_p50 = [], None
-        for name in models:
-            p50, p95 = quantiles([ms for ms, _ in answers[name]])
-            bare_p50 = bare_p50 or p50
-            rows.append([name, p50, p95, p50 / bare_p50, rates[name], statistics.median(ttft[name])])
+        rows, answers = measured(clients, urls, requests, args, "bare model")
         unrouted = [i for i, p in enumerate(requests) if p not in edited]
         for name in models:  # what was timed is right: a request no edit routes is answered as by the bare model
             same = sum(answers[name][i][1] == answers["bare model"][i][1] for i in unrouted)
-            print(f"{name}: {same}/{len(unrouted)} unedited prompts answered exactly as by the bare model")
+            print(f"{name}: {same}/{len(unrouted)} unedited prompts answered exactly as by the bare model", flush=True)
 
         name = f"melo, {sizes[0]:,} edits"
-        done = threading.Event()
-
-        def train() -> None:
-            body = {"edits": [{"prompt": "The capital of France is", "target": "Rome"}]}
-            r = httpx.post(urls[name] + "/v1/edits", json=body, timeout=3600)
-            assert r.status_code == 200, r.text
-            done.set()
-
-        edit = threading.Thread(target=train)
-        edit.start()
+        stop, counts = threading.Event(), {"edits": 0}
+        trainer = threading.Thread(target=keep_training, args=(urls[name], to_train, stop, counts))
+        trainer.start()
         while clients[name].get("/v1/stats").json()["queued_ops"] == 0:
             time.sleep(0.01)
-        time.sleep(0.5)  # into the edit's training
-        during = [complete(clients[name], p, args)[0] for p in requests]
-        rate = throughput(urls[name], requests, args)
-        first = statistics.median(first_token(clients[name], p, args) for p in requests[: args.ttft])
-        if done.is_set():
-            print("WARNING: the edit finished before the load did; raise --edit-steps")
-        p50, p95 = quantiles(during)
-        rows.append([f"{name}, an edit training", p50, p95, p50 / bare_p50, rate, first])
-        print(f"measured in {time.perf_counter() - start:.0f} s; waiting for the edit to end", flush=True)
-        edit.join()
-    report(f"melo serve on {args.model} ({args.preset}): /v1/completions over HTTP, max_tokens {args.max_tokens}, "
-           f"{args.threads} torch thread(s); latency: {len(requests)} requests per server, one at a time, half of "
-           f"them stored prompts; throughput: {args.requests} requests from {args.clients} clients; other load at "
-           f"start {100 * busy:.0f}%",
-           ["served", "p50 ms", "p95 ms", "p50 / bare", "requests/s", "first token p50 ms"], rows, args.out,
-           {"routed": routed, "edits_per_block": args.edits_per_block})
+        time.sleep(0.5)  # into the first edit's training
+        during = f"{name}, edits training"
+        row = measured({during: clients[name]}, {during: urls[name]}, requests, args, during)[0][0]
+        stop.set()
+        row[3], row[4] = row[1] / rows[0][1], "–"  # against the bare model's p50 measured without training
+        rows.append(row)
+        print(f"measured in {time.perf_counter() - start:.0f} s ({counts['edits']} edits trained meanwhile); "
+              "waiting for the last edit to end", flush=True)
+        title = (f"melo serve on {args.model} ({args.preset}): /v1/completions over HTTP, max_tokens "
+                 f"{args.max_tokens}, {args.threads} torch thread(s); latency: {len(requests)} requests per server, "
+                 f"one at a time, interleaved over the servers, half of them stored prompts; throughput: "
+                 f"{args.requests} requests from {args.clients} clients; other load at start {100 * busy:.0f}%")
+        report(title, COLUMNS, rows, None)
+        trainer.join()
+    profiled = profile(models, requests[: args.profile], args) if args.profile else []
+    if profiled:
+        report("where the time goes (in process, median ms)", ["step", "ms"], profiled, None)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"title": title, "columns": COLUMNS, "rows": rows, "profile": profiled, "routed": routed,
+                       "edits_per_block": args.edits_per_block, "edits_during_training_row": counts["edits"]},
+                      f, indent=2)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
