@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import torch
 import uvicorn
-from _common import report, wait_quiet
+from _common import alternate, median_ms, paired_ratio, report, wait_quiet
 
 import melo
 from melo.data import load_counterfact, load_nq, load_zsre, resolve_data_dir
@@ -188,28 +188,43 @@ def measured(clients: dict[str, httpx.Client], urls: dict[str, str], requests: l
     return rows, answers
 
 
-def profile(models: dict[str, melo.MeloModel], prompts: list[str], args) -> list[list]:
-    """Where a melo request's time goes, in this process (no HTTP): the key pass, the lookup, and
-    generation by the bare model and by melo (median ms over ``prompts``)."""
-    rows = []
-    melo_models = {name: m for name, m in models.items() if name != "bare model"}
-    some = next(iter(melo_models.values()))
-    keys = some.encode_keys(prompts)
-    rows.append(["MiniLM key pass (encoder.encode of one prompt)", statistics.median(
-        timed(lambda p=p: some.router.encoder.encode([p])) for p in prompts)])
-    for name, model in melo_models.items():
-        rows.append([f"lookup of one key, {name}", statistics.median(
-            timed(lambda i=i: model.db.lookup(keys[i : i + 1])) for i in range(len(prompts)))])
-    for name, model in models.items():
-        rows.append([f"generate_text, {args.max_tokens} tokens, {name}", statistics.median(
-            timed(lambda p=p: model.generate_text([p], max_new_tokens=args.max_tokens)) for p in prompts)])
+def profile(models: dict[str, melo.MeloModel], prompt: str, args) -> list[list]:
+    """Where a melo request's time goes, in this process (no HTTP), on one stored prompt: the MiniLM key
+    pass, the lookup, the LoRA hooks (generation under a fixed routing call, routed and not) and whole
+    requests, each call interleaved with the others (ms: median; ratio: median of the per-round ratios
+    to the bare model's same call)."""
+    bare, largest = models["bare model"], models[f"melo, {max(args.edits):,} edits"]
+    sequential = next(m for name, m in models.items() if name.endswith("key pass before the model"))
+    enc = largest.prompt_inputs([prompt], padding_side="left")
+    inputs = {k: v for k, v in enc.items() if k != "melo_key_mask"}
+    key, block = largest.encode_keys([prompt]), largest.route(**enc)
+    assert int(block) >= 0, "the profiled prompt is not routed"
+    gen = {"max_new_tokens": args.max_tokens, "do_sample": False, "pad_token_id": largest.tokenizer.pad_token_id}
+
+    def under(blocks: torch.Tensor):
+        def run() -> None:
+            with largest.router.call("fixed", blocks=blocks):
+                largest.base_model.generate(**inputs, **gen)
+        return torch.no_grad()(run)
+
+    n = f"{max(args.edits):,}"
+    raw, whole = "bare: base_model.generate", "bare: generate_text (a whole request)"
+    steps = [  # (name, call, the bare call it is compared with)
+        ("MiniLM key pass (encoder.encode)", lambda: largest.router.encoder.encode([prompt]), None),
+        (f"lookup of one key among {n}", lambda: largest.db.lookup(key), None),
+        (raw, torch.no_grad()(lambda: bare.base_model.generate(**inputs, **gen)), raw),
+        ("hooks, row not routed: base_model.generate in a fixed call", under(torch.tensor([-1])), raw),
+        ("hooks, row routed to its block: base_model.generate in a fixed call", under(block), raw),
+        (whole, lambda: bare.generate_text([prompt], max_new_tokens=args.max_tokens), whole),
+        (f"melo, {n} edits: generate_text", lambda: largest.generate_text([prompt], max_new_tokens=args.max_tokens),
+         whole),
+        (f"melo, {n} edits, key pass before the model: generate_text",
+         lambda: sequential.generate_text([prompt], max_new_tokens=args.max_tokens), whole),
+    ]
+    times = alternate({name: call for name, call, _ in steps}, args.profile, warmup=1, max_rounds=args.profile)
+    rows = [[name, median_ms(times[name]), "–" if ref is None else paired_ratio(times[name], times[ref])]
+            for name, _, ref in steps]
     return rows
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return 1000 * (time.perf_counter() - start)
 
 
 def keep_training(url: str, prompts: list[str], stop: threading.Event, counts: dict[str, int]) -> None:
@@ -243,7 +258,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2, help="client threads of a throughput measurement")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--edit-steps", type=int, default=100, help="steps of each edit trained during the last row")
-    ap.add_argument("--profile", type=int, default=10, help="prompts of the in-process profile (0: none)")
+    ap.add_argument("--profile", type=int, default=8, help="rounds of the in-process profile (0: none)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--wait-quiet", type=float, default=60)
     ap.add_argument("--out", default=None)
@@ -313,9 +328,10 @@ def main() -> None:
                  f"{args.requests} requests from {args.clients} clients; other load at start {100 * busy:.0f}%")
         report(title, COLUMNS, rows, None)
         trainer.join()
-    profiled = profile(models, requests[: args.profile], args) if args.profile else []
+    profiled = profile(models, edited[0], args) if args.profile else []
     if profiled:
-        report("where the time goes (in process, median ms)", ["step", "ms"], profiled, None)
+        report(f"where the time goes: {edited[0]!r}, in process, {args.profile} interleaved rounds",
+               ["step", "ms", "ratio to the bare model's same call"], profiled, None)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"title": title, "columns": COLUMNS, "rows": rows, "profile": profiled, "routed": routed,

@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     pl.set_defaults(func=plot)
 
     s = sub.add_parser("serve", help="serve completions and take edits over HTTP (OpenAI-shaped, durable)",
-                       description="Serve a causal LM with MELO edits: /v1/completions, /v1/chat/completions, "
-                                   "/v1/edits, /v1/rollback, /v1/stats. Edits are journaled in --adapter DIR.")
+                       description="Serve a causal LM with MELO edits: /v1/completions, /v1/chat/completions "
+                                   "(streamed with stream: true), /v1/models, /v1/edits, /v1/rollback, /v1/stats, "
+                                   "for the openai client and others. Edits are journaled in --adapter DIR.")
     s.add_argument("--model", required=True, help="local HF folder, .gguf file or known name")
     s.add_argument("--adapter", default=None, metavar="DIR",
                    help="adapter + journal + checkpoints folder (its saved adapter gives router and targets)")
