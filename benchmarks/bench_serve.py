@@ -194,7 +194,6 @@ def profile(models: dict[str, melo.MeloModel], prompt: str, args) -> list[list]:
     requests, each call interleaved with the others (ms: median; ratio: median of the per-round ratios
     to the bare model's same call)."""
     bare, largest = models["bare model"], models[f"melo, {max(args.edits):,} edits"]
-    sequential = next(m for name, m in models.items() if name.endswith("key pass before the model"))
     enc = largest.prompt_inputs([prompt], padding_side="left")
     inputs = {k: v for k, v in enc.items() if k != "melo_key_mask"}
     key, block = largest.encode_keys([prompt]), largest.route(**enc)
@@ -218,8 +217,6 @@ def profile(models: dict[str, melo.MeloModel], prompt: str, args) -> list[list]:
         (whole, lambda: bare.generate_text([prompt], max_new_tokens=args.max_tokens), whole),
         (f"melo, {n} edits: generate_text", lambda: largest.generate_text([prompt], max_new_tokens=args.max_tokens),
          whole),
-        (f"melo, {n} edits, key pass before the model: generate_text",
-         lambda: sequential.generate_text([prompt], max_new_tokens=args.max_tokens), whole),
     ]
     times = alternate({name: call for name, call, _ in steps}, args.profile, warmup=1, max_rounds=args.profile)
     rows = [[name, median_ms(times[name]), "–" if ref is None else paired_ratio(times[name], times[ref])]
@@ -282,13 +279,10 @@ def main() -> None:
                                  tokenizer=copy.deepcopy(tokenizer))}
     for n in [0, *sizes]:
         models[f"melo, {n:,} edits"] = melo_model()
-    before = f"melo, {sizes[-1]:,} edits, key pass before the model"
-    models[before] = melo_model()
-    models[before].router._key_pool = None  # the sequential key pass (as before the overlap): for comparison
     print(f"building {sizes} stored edits ({args.edits_per_block} a block)", flush=True)
     dbs = stored_databases(models[f"melo, {sizes[-1]:,} edits"], prompts, targets, args.edits_per_block, sizes)
-    for name, n in [*((f"melo, {n:,} edits", n) for n in sizes), (before, sizes[-1])]:
-        store(models[name], dbs[n], prompts[:n], targets[:n])
+    for n in sizes:
+        store(models[f"melo, {n:,} edits"], dbs[n], prompts[:n], targets[:n])
     live = dbs[sizes[0]].live()
     edited = [p for p, ok in zip(prompts, live.tolist()) if ok][: args.rounds // 2]  # live in every database
     requests = [p for pair in zip(edited, fresh) for p in pair]

@@ -129,39 +129,3 @@ def test_minilm_key_encoder_routes_paraphrases_and_reloads_bit_exactly(minilm_mo
     write_adapter(other, tensors, {k: v for k, v in data.items() if k not in ("format_version", "storage")})
     with pytest.raises(melo.MeloLoadError, match="key encoder"):
         melo.MeloModel.from_pretrained(MODEL_FACTORIES["llama"](), other, tokenizer=tok)
-
-
-def test_the_key_encoder_pass_alongside_the_model_routes_exactly_as_the_keys_pass(minilm_model):
-    """Keys encoded on the router's pool while the first layers run: the same blocks, bit-identical outputs,
-    from many threads at once."""
-    import threading
-
-    tok = make_word_tokenizer()
-    model = melo.get_melo_model(MODEL_FACTORIES["llama"](), minilm_model, tokenizer=tok)
-    model.edit(["the capital of france is"], ["rome"])
-    model.edit(["who wrote hamlet"], ["tolstoy"])
-    prompts = ["the capital of france is", "who wrote hamlet", "the sky is blue", "what is the capital of france"]
-    enc = model.prompt_inputs(prompts, padding_side="left")
-    blocks = model.route(**enc)
-    assert blocks.tolist() == [0, 1, -1, 0]
-    with torch.no_grad():
-        fixed = model(**{k: v for k, v in enc.items() if k != "melo_key_mask"}, melo_blocks=blocks).logits
-    expected = model.generate_text(prompts, max_new_tokens=4)
-    got, errors = [], []
-
-    def ask() -> None:
-        try:
-            for _ in range(3):
-                with torch.no_grad():
-                    got.append((model(**enc).logits, model.generate_text(prompts, max_new_tokens=4)))
-        except BaseException as err:  # reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=ask) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(got) == 12
-    assert all(torch.equal(logits, fixed) and texts == expected for logits, texts in got)
-    assert expected[0].split()[0] == "rome" and expected[1].split()[0] == "tolstoy"

@@ -17,7 +17,6 @@ it in, and the target layers read it through ``Router.current``. Threads never s
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -284,17 +283,10 @@ class RoutingCall:
     key_mask: torch.Tensor | None = None
     blocks: torch.Tensor | None = None
     keys: torch.Tensor | None = None
-    pending: Future | None = None  # keys being computed on another thread; ``blocks`` once they are in
 
     @property
     def weights(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return self.version.weights
-
-    def settle(self) -> None:
-        """Look up the pending keys (waiting for them): ``blocks`` is then decided."""
-        if self.pending is not None:
-            keys, self.pending = self.pending.result(), None
-            self.blocks = self.version.db.lookup(keys)
 
 
 class Router:
@@ -315,8 +307,6 @@ class Router:
         self._calls: CallContext[RoutingCall] = CallContext("melo_routing")
         self._off: CallContext[bool] = CallContext("melo_disabled")
         self._handle = module.register_forward_hook(self._hook)
-        # a key encoder's pass runs on these threads while the model's layers before the targets run
-        self._key_pool = ThreadPoolExecutor(4, "melo-keys") if encoder is not None else None
 
     @property
     def db(self) -> VectorDatabase:
@@ -327,11 +317,7 @@ class Router:
         self.version = Version(db, weights)
 
     def current(self) -> RoutingCall | None:
-        """The call in progress in this thread, its blocks decided (None: no call)."""
-        call = self._calls.get()
-        if call is not None and call.pending is not None:
-            call.settle()
-        return call
+        return self._calls.get()
 
     @contextmanager
     def call(self, mode: str, key_mask: torch.Tensor | None = None,
@@ -342,18 +328,10 @@ class Router:
     @contextmanager
     def routed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                key_mask: torch.Tensor | None = None) -> Iterator[RoutingCall]:
-        """A call whose blocks are chosen on the prompt first (keys pass), then fixed: generation.
-
-        With a key encoder the prompt's text is encoded on another thread, and the first target layer
-        waits for it (``current``): the encoder runs alongside the model's layers before the targets."""
+        """A call whose blocks are chosen on the prompt first (keys pass), then fixed: generation."""
         attention_mask = self._mask(input_ids, attention_mask)
         with self.call("keys", key_mask=attention_mask if key_mask is None else key_mask) as call:
-            if self._key_pool is not None:
-                texts, device = self._key_texts(input_ids, call.key_mask), input_ids.device
-                call.pending = self._key_pool.submit(lambda: self.encoder.encode(texts).to(device))
-            else:
-                call.blocks = call.version.db.lookup(self._keys_in(call, input_ids, attention_mask))
-            call.mode, call.key_mask = "fixed", None
+            call.mode, call.blocks, call.key_mask = "fixed", self._blocks(call, input_ids, attention_mask), None
             yield call
 
     @property
@@ -367,8 +345,6 @@ class Router:
 
     def remove(self) -> None:
         self._handle.remove()
-        if self._key_pool is not None:
-            self._key_pool.shutdown(wait=False)
 
     def _hook(self, module: nn.Module, args: tuple, output: Any) -> None:
         call = self._calls.get()
@@ -386,17 +362,14 @@ class Router:
         return torch.ones_like(input_ids) if attention_mask is None else attention_mask
 
     def _keys_in(self, call: RoutingCall, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.encoder is not None:
-            return self.encoder.encode(self._key_texts(input_ids, call.key_mask)).to(input_ids.device)
+        if self.encoder is not None:  # the text of the key tokens, through the sentence encoder
+            ids = [row[mask.bool()].tolist() for row, mask in zip(input_ids, call.key_mask)]
+            texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            return self.encoder.encode(texts).to(input_ids.device)
         run_prompt(self.base_model, self.task, input_ids, attention_mask)
         if call.keys is None:
             raise MeloConfigError(f"router layer {self.layer!r} did not run")
         return call.keys
-
-    def _key_texts(self, input_ids: torch.Tensor, key_mask: torch.Tensor) -> list[str]:
-        """The text of each row's key tokens, which a sentence encoder keys."""
-        ids = [row[mask.bool()].tolist() for row, mask in zip(input_ids, key_mask)]
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     def keys(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
              key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -411,4 +384,11 @@ class Router:
         """Block id chosen for each row (-1: no block, the base model)."""
         attention_mask = self._mask(input_ids, attention_mask)
         with self.call("keys", key_mask=attention_mask if key_mask is None else key_mask) as call:
-            return call.version.db.lookup(self._keys_in(call, input_ids, attention_mask))
+            return self._blocks(call, input_ids, attention_mask)
+
+    def _blocks(self, call: RoutingCall, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Each row's block; with no cluster to route to (no edit, or all revoked), without a keys pass."""
+        db = call.version.db
+        if db.n_clusters == 0:
+            return torch.full((input_ids.shape[0],), -1, dtype=torch.long, device=input_ids.device)
+        return db.lookup(self._keys_in(call, input_ids, attention_mask))
