@@ -244,3 +244,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def adapter_files(directory):
+    """Names of the files the last save in ``directory`` consists of: the JSON and the tensors file it names."""
+    import json
+
+    from melo.persistence import META_FILE
+
+    with open(f"{directory}/{META_FILE}") as f:
+        return [META_FILE, json.load(f)["storage"]["tensors_file"]]
+
+
+def families(*names, quick=("gpt2",)):
+    """pytest params of model families: those in ``quick`` run in the quick loop, the rest are slow."""
+    return [pytest.param(name, marks=() if name in quick else pytest.mark.slow) for name in names]

@@ -5,16 +5,15 @@ import warnings
 
 import pytest
 import torch
-from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, edit_targets, melo_config
+from conftest import EDIT_PROMPTS, MODEL_FACTORIES, UNRELATED, adapter_files, edit_targets, families, melo_config
 
 import melo
 from melo.baselines import load_baseline, make_baseline
 from melo.baselines.codebook import SPLIT_EPS, Codebook
 from melo.baselines.finetune import FinetuneEditor, LoraEditor
 from melo.baselines.grace import GraceEditor
-from melo.persistence import adapter_files
 
-FAMILIES = ["gpt2", "t5", "bert"]
+FAMILIES = families("gpt2", "t5", "bert")
 METHODS = ["grace", "lora", "ft"]
 # GRACE in these tests: 40 steps (melo_config's num_iter) instead of GRACE's 100. On the tiny random
 # T5 one vector at the default layer (the first MELO target, encoder block 2's `wi`, a ReLU
@@ -152,7 +151,7 @@ def test_grace_generation_holds_the_prompt_entry(edited, word_tokenizer):
 
 def test_grace_teacher_forced_scoring_keys_on_the_prompt(edited, word_tokenizer):
     """evaluate.target_tokens passes melo_key_mask (prompt tokens) to editors that have route()."""
-    from melo.bench.evaluate import target_tokens
+    from melo.evaluation.predict import target_tokens
 
     editor, targets, _ = edited("grace", "gpt2")
     _, argmax, gold = target_tokens(editor, word_tokenizer, EDIT_PROMPTS, targets, "causal_lm")
@@ -229,6 +228,7 @@ def test_codebook_applies_a_batch_in_order():
     assert book.radii.tolist() == pytest.approx([0.4 - SPLIT_EPS, 0.4, 1.0], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_grace_editor_expands_and_splits(word_tokenizer):
     """Same target for a paraphrase: the entry is reused; a new target for the same prompt: a split
     at distance 0, whose new entry wins; the old entry's radius drops below 0, so both earlier
@@ -324,11 +324,11 @@ def test_loading_checks_method_and_shapes(tmp_path, word_tokenizer):
     editor.edit(EDIT_PROMPTS[:1], ["rome"])
     editor.save_pretrained(tmp_path)
     with pytest.raises(melo.MeloLoadError, match="'grace', not 'ft'"):
-        FinetuneEditor.from_pretrained(MODEL_FACTORIES["gpt2"](), tmp_path)
+        FinetuneEditor.from_pretrained(MODEL_FACTORIES["gpt2"](), tmp_path, tokenizer=word_tokenizer)
     with pytest.raises(melo.MeloLoadError, match="transformer.h.2.mlp.c_fc"):
-        GraceEditor.from_pretrained(MODEL_FACTORIES["llama"](), tmp_path)
+        GraceEditor.from_pretrained(MODEL_FACTORIES["llama"](), tmp_path, tokenizer=word_tokenizer)
     with pytest.raises(melo.MeloLoadError, match="no adapter"):
-        load_baseline(MODEL_FACTORIES["gpt2"](), tmp_path / "missing")
+        load_baseline(MODEL_FACTORIES["gpt2"](), tmp_path / "missing", tokenizer=word_tokenizer)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from melo.bench.metrics import accuracy, exact_match, grace_token_f1, mean, normalize_answer, perplexity, token_f1
+from melo.evaluation.metrics import accuracy, exact_match, grace_token_f1, mean, normalize_answer, perplexity, token_f1
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ import pytest
 from conftest import MODEL_FACTORIES, melo_config
 
 import melo
-from melo.bench.evaluate import predict_labels
 from melo.bench.protocols import Settings, run_lifelong, run_sequential
 from melo.bench.report import RunWriter, markdown_table, plot_runs
 from melo.data import Record, TaskData
+from melo.evaluation.predict import predict_labels
 
 QA_EDITS = [
     Record("the capital of france is", "rome", rephrases=["the capital city of france is"], fact="f1",
@@ -38,6 +38,7 @@ def run(writer_dir, runner, editor, data, task, settings):
     return summary, points, plots
 
 
+@pytest.mark.slow
 def test_sequential_qa_two_batches(tmp_path, word_tokenizer):
     editor = melo.get_melo_model(MODEL_FACTORIES["t5"](), melo_config("t5"), tokenizer=word_tokenizer)
     settings = Settings(edits_per_block=2, metric_period=2, max_new_tokens=3, edit_only_errors=True)
@@ -53,6 +54,7 @@ def test_sequential_qa_two_batches(tmp_path, word_tokenizer):
     assert plots["metrics"].exists() and plots["router"].exists()
 
 
+@pytest.mark.slow
 def test_sequential_classification_and_hallucination(tmp_path, word_tokenizer):
     base = MODEL_FACTORIES["bert"]()
     editor = melo.get_melo_model(base, melo_config("bert"), tokenizer=word_tokenizer)
@@ -77,6 +79,7 @@ def test_sequential_classification_and_hallucination(tmp_path, word_tokenizer):
     assert summary["trr"] == pytest.approx(summary["pre_trr"]) and summary["arr"] == pytest.approx(summary["pre_arr"])
 
 
+@pytest.mark.slow
 def test_lifelong_two_batches(tmp_path, word_tokenizer):
     editor = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
     settings = Settings(edits_per_block=2, checkpoints=(2, 4), max_new_tokens=3)
@@ -105,7 +108,7 @@ def test_table_and_overlay(tmp_path):
 @pytest.mark.parametrize("family,task", [("gpt2", "causal_lm"), ("t5", "seq2seq")])
 def test_target_tokens_in_input_order_whatever_the_batching(family, task, word_tokenizer):
     """Length-sorted batches give each example the result it gets alone, in the caller's order."""
-    from melo.bench.evaluate import target_tokens
+    from melo.evaluation.predict import target_tokens
 
     model = MODEL_FACTORIES[family]()
     prompts = ["the capital of france is", "who", "what color is the sky today", "the dog"]

@@ -32,6 +32,7 @@ def test_chat_key_is_pooled_over_the_user_text_only():
     assert whole.startswith("[BOS]") and "you are a book" in whole  # the template's tokens: attended, not keyed
 
 
+@pytest.mark.slow
 def test_a_chat_edit_shows_in_chat_generation_with_the_kv_cache():
     tok = chat_tokenizer()
     config = melo_config("llama", key_pooling="mean", num_iter=60, edit_lr=3e-2)
@@ -98,6 +99,7 @@ def minilm_model():
     return config
 
 
+@pytest.mark.slow
 def test_minilm_key_encoder_routes_paraphrases_and_reloads_bit_exactly(minilm_model, tmp_path):
     tok = make_word_tokenizer()
     model = melo.get_melo_model(MODEL_FACTORIES["llama"](), minilm_model, tokenizer=tok)

@@ -141,12 +141,6 @@ def test_classification_labels_must_be_class_ids(tmp_path, capsys, target):
            "--out", str(tmp_path / "out")], capsys, str(path), "line 1", "'target'", "class id")
 
 
-def test_class_ids_as_numbers_or_digits(tmp_path):
-    path = tmp_path / "edits.jsonl"
-    path.write_text('{"prompt": "a", "target": 2}\n{"prompt": "b", "target": " 0 "}\n')
-    assert [c.target for c in read_edits_file(path, classification=True)] == [2, 0]
-
-
 def test_csv_that_is_not_csv(tmp_path, capsys, no_models):
     path = tmp_path / "edits.csv"
     path.write_text("prompt,target\n" + "a" * 200_000 + ",b\n")  # a field over the csv module's limit
@@ -159,19 +153,3 @@ def test_bench_edits_file_must_exist(capsys, tmp_path):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--edits-file" in err[0] and "is not a file" in err[0]
-
-
-def test_load_task_reads_a_users_zsre_file(tmp_path):
-    import json
-
-    from melo.data import load_task
-
-    record = {"src": "Who wrote Hamlet?", "answers": ["Shakespeare"], "alt": "Tolstoy", "rephrase": "Hamlet's author?",
-              "loc": "nq question: where is paris", "loc_ans": "France", "subject": "Hamlet"}
-    path = tmp_path / "mine.json"
-    path.write_text(json.dumps([record]))
-    (tmp_path / "nq").mkdir()
-    (tmp_path / "nq" / "NQ-open.dev.jsonl").write_text(json.dumps({"question": "who is it", "answer": ["me"]}) + "\n")
-    task = load_task("zsre", tmp_path, target="alt", edits_file=path)  # upstream NQ from the data dir
-    rows = [(r.prompt, r.target, r.locality_answer) for r in task.edits]
-    assert rows == [("Who wrote Hamlet?", "Tolstoy", "France")]

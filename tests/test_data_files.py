@@ -151,6 +151,18 @@ def test_files_that_do_not_fit_the_task(tmp_path):
         load_task("scotus", tmp_path, fields=FIELDS)
 
 
+def test_load_task_reads_a_users_zsre_file(tmp_path):
+    record = {"src": "Who wrote Hamlet?", "answers": ["Shakespeare"], "alt": "Tolstoy", "rephrase": "Hamlet's author?",
+              "loc": "nq question: where is paris", "loc_ans": "France", "subject": "Hamlet"}
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps([record]))
+    (tmp_path / "nq").mkdir()
+    (tmp_path / "nq" / "NQ-open.dev.jsonl").write_text(json.dumps({"question": "who is it", "answer": ["me"]}) + "\n")
+    task = load_task("zsre", tmp_path, target="alt", edits_file=path)  # upstream NQ from the data dir
+    rows = [(r.prompt, r.target, r.locality_answer) for r in task.edits]
+    assert rows == [("Who wrote Hamlet?", "Tolstoy", "France")]
+
+
 # ------------------------------------------------------------------------------- command line
 
 
@@ -286,6 +298,7 @@ def tiny_zsre_preset(monkeypatch):
     monkeypatch.setitem(presets.BENCH_PRESETS, "smollm2-zsre", tiny)
 
 
+@pytest.mark.slow  # an end-to-end run
 def test_bench_skip_invalid_gives_the_figures_of_the_file_without_the_bad_records(tmp_path, tiny_zsre_preset,
                                                                                    capsys):
     root = data_dir_with_nq(tmp_path / "data")

@@ -58,6 +58,12 @@ def test_edit_files_in_three_formats_agree(tmp_path):
         read_edits_file(tmp_path / "e.json", classification=True)
 
 
+def test_class_ids_as_numbers_or_digits(tmp_path):
+    path = tmp_path / "edits.jsonl"
+    path.write_text('{"prompt": "a", "target": 2}\n{"prompt": "b", "target": " 0 "}\n')
+    assert [c.target for c in read_edits_file(path, classification=True)] == [2, 0]
+
+
 def _small_world(tmp_path):
     data = json.loads(resources.files("melo.demo").joinpath("world.json").read_text())
     keep = [f for f in data["facts"] if f["relation"].startswith("country.")][:16]
@@ -69,6 +75,7 @@ def _small_world(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_melo_run_end_to_end_on_a_small_world(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MELO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(demo_model.SETTINGS, "epochs", 30)
@@ -91,7 +98,8 @@ def test_melo_run_end_to_end_on_a_small_world(tmp_path, monkeypatch, capsys):
     assert "| edit success | 0.00 | 1.00 |" in text
 
     from melo import MeloModel
-    from melo.demo.run import Asker, Subject
+    from melo.demo.measure import Asker
+    from melo.demo.subjects import Subject
 
     base, tok, _ = demo_model.load_or_train(world, progress=False)
     loaded = MeloModel.from_pretrained(base, out / "adapter", tokenizer=tok)
@@ -100,7 +108,9 @@ def test_melo_run_end_to_end_on_a_small_world(tmp_path, monkeypatch, capsys):
     controls = [q for f in world.untouched() for q in (f.question, *f.paraphrases)]
     with loaded.disabled():
         before = ask(loaded, controls)
-    assert ask.answers_after_edit(loaded, controls, before) == ask(loaded, controls)  # the shortcut is exact
+    routed = ask.routed(loaded, controls)
+    after = ask(loaded, controls)  # unrouted controls answer as the base model: measure() asks only the rest
+    assert [a for a, r in zip(after, routed) if not r] == [b for b, r in zip(before, routed) if not r]
 
 
 def test_melo_run_reports_bad_options(tmp_path, capsys):
@@ -121,6 +131,7 @@ def test_help_of_every_command(capsys):
         assert option in text
 
 
+@pytest.mark.slow  # an end-to-end run
 def test_melo_run_skip_invalid_runs_the_file_without_its_bad_edits(tmp_path, capsys):
     """--skip-invalid on --edits: the run of the file with its bad rows removed by hand, the rows listed."""
     from conftest import make_word_tokenizer

@@ -106,6 +106,7 @@ operations = st.lists(st.one_of(st.tuples(st.just("edit"), st.lists(st.integers(
                       min_size=1, max_size=5)
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations)
 def test_random_edit_revoke_rollback_sequences(word_tokenizer, ops):

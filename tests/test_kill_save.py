@@ -25,7 +25,7 @@ def probe_logits(model, tok):
         return model(**enc).logits
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # kill loops
 
 
 @pytest.fixture(scope="module")

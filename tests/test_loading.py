@@ -112,7 +112,7 @@ def test_gguf_converted_once_then_loaded_from_cache(gguf_file, cache, monkeypatc
     def no_conversion(*args, **kwargs):
         raise AssertionError("the GGUF was converted again")
 
-    monkeypatch.setattr(loading, "_convert_gguf", no_conversion)
+    monkeypatch.setattr(loading.gguf, "convert_gguf", no_conversion)
     again, tokenizer2 = loading.load_model(str(gguf_file), progress=False)
     assert "converting" not in capsys.readouterr().err
     assert torch.equal(logits(again, tokenizer2), reference)

@@ -5,12 +5,11 @@ import json
 
 import pytest
 import torch
-from conftest import MODEL_FACTORIES, melo_config
+from conftest import MODEL_FACTORIES, adapter_files, melo_config
 
 import melo
 from melo.cli import main
 from melo.manage import list_saved_edits, revoke_saved, rollback_saved
-from melo.persistence import adapter_files
 
 FACTS = [("the capital of france is", "rome"), ("war and peace was written by", "tolstoy"),
          ("what color is the sky", "green"), ("the largest ocean is the", "rome"),

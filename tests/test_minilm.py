@@ -15,6 +15,8 @@ PAIRS = [
 ]
 UNRELATED = ["what is the boiling point of water?", "the stock market fell sharply on monday."]
 
+pytestmark = pytest.mark.slow  # the real MiniLM, edited
+
 
 @pytest.fixture(scope="module")
 def minilm_classifier():

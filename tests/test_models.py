@@ -118,6 +118,7 @@ def test_seq2seq_routes_on_encoder_input_with_beams(edited, word_tokenizer):
     assert torch.equal(beams[1], base[1])
 
 
+@pytest.mark.slow
 def test_second_batch_adds_a_block_and_keeps_the_first(word_tokenizer):
     model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
     model.edit([EDIT_PROMPTS[0]], ["rome"])
@@ -219,7 +220,7 @@ def test_keep_best_restores_the_parameters_of_the_lowest_loss():
 def test_edit_commits_the_block_at_its_lowest_training_loss(word_tokenizer, family):
     """The committed block is the best one seen (after the last step included), and the edited
     model scores the edit at exactly that loss."""
-    from melo.bench.evaluate import target_tokens
+    from melo.evaluation.predict import target_tokens
 
     config = melo_config(family, edit_lr=0.1, lr_step=1000, num_iter=30)
     model = melo.get_melo_model(MODEL_FACTORIES[family](), config, tokenizer=word_tokenizer)

@@ -150,6 +150,7 @@ edit = st.tuples(st.tuples(grid, grid), st.integers(0, 2))
 batches = st.lists(st.lists(edit, min_size=1, max_size=4), min_size=1, max_size=8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["split", "nearest"])
 @settings(max_examples=150, deadline=None)
 @given(batches=batches, queries=st.lists(st.tuples(grid, grid), min_size=1, max_size=6))
@@ -192,6 +193,7 @@ def test_identical_keys_with_different_targets_in_one_batch_keep_the_last():
     assert db.lookup(key[:1]).tolist() == [1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["split", "nearest"])
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())

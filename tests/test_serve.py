@@ -33,7 +33,7 @@ from melo.cli import main
 from melo.serve import EditService, Limits, create_app
 from melo.serve.journal import CHECKPOINTS_DIR, JOURNAL_FILE
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # servers
 
 
 @pytest.fixture(scope="module")

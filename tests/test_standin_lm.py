@@ -62,6 +62,7 @@ def test_model_is_causal_tied_and_generates(tok):
     assert model.generation_config.pad_token_id == tok.pad_token_id
 
 
+@pytest.mark.slow
 def test_training_and_perplexity(tok):
     model = lm.build_model(tok, config=tiny_config())
     records = [Record("this is a wikipedia passage about john smith.", "john smith was an american actor.")]
@@ -95,6 +96,7 @@ def test_training_texts_follow_grace():
     assert texts["webtext"] == WEB[:2] + WEB[3:]  # 2 inside the TRR set (as GRACE), 1 after it
 
 
+@pytest.mark.slow
 def test_cache_round_trip(tmp_path, monkeypatch, tok):
     monkeypatch.setenv("MELO_CACHE", str(tmp_path))
     monkeypatch.setattr(lm, "SETTINGS", TINY)
@@ -117,6 +119,7 @@ def test_cache_round_trip(tmp_path, monkeypatch, tok):
     assert again.generation_config.eos_token_id == tok2.eos_token_id
 
 
+@pytest.mark.slow
 def test_melo_settings_fit_the_architecture(tok):
     model = lm.build_model(tok, config=tiny_config())
     config = melo.MeloConfig(**{**lm.MELO_SETTINGS, "num_iter": 2})

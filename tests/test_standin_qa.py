@@ -44,6 +44,7 @@ def test_architecture():
     assert STANDINS["minilm-qa"] is qa
 
 
+@pytest.mark.slow
 def test_training_moves_only_the_decoder():
     tok = tiny_tokenizer()
     model = tiny_model(tok)
@@ -60,6 +61,7 @@ def test_training_moves_only_the_decoder():
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
 
 
+@pytest.mark.slow
 def test_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("MELO_CACHE", str(tmp_path))
     (tmp_path / "data" / "nq").mkdir(parents=True)  # the NQ file keys the cache folder
@@ -92,6 +94,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
         qa.load_or_train(progress=False)
 
 
+@pytest.mark.slow
 def test_melo_settings_fit_the_architecture():
     tok = tiny_tokenizer()
     model = tiny_model(tok)

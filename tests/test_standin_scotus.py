@@ -42,6 +42,7 @@ def test_frozen_prefix_forward_equals_full_forward():
     torch.testing.assert_close(top, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_moves_only_the_top_layers():
     model, tok = tiny_model(), make_word_tokenizer()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -60,6 +61,7 @@ def test_training_moves_only_the_top_layers():
     assert len(preds) == len(TEXTS) and all(0 <= p < 5 for p in preds)
 
 
+@pytest.mark.slow
 def test_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setenv("MELO_CACHE", str(tmp_path))
     monkeypatch.setattr(scotus, "SETTINGS", TINY)
@@ -88,6 +90,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
         scotus.load_or_train(progress=False)
 
 
+@pytest.mark.slow
 def test_melo_settings_fit_the_architecture():
     model, tok = tiny_model().eval(), make_word_tokenizer()
     config = melo.MeloConfig(**{**scotus.MELO_SETTINGS, "num_iter": 2})

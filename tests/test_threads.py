@@ -53,6 +53,7 @@ def _hammer(model, jobs, expected, n_calls, seed, errors):
     errors.append(mismatches)
 
 
+@pytest.mark.slow
 def test_concurrent_inference_matches_single_threaded(word_tokenizer):
     model = _edited(word_tokenizer)
     jobs = _batches(word_tokenizer)
@@ -86,6 +87,7 @@ def test_a_failing_call_leaves_no_routing_behind(word_tokenizer):
         assert torch.equal(model.base_model(**enc).logits, MODEL_FACTORIES["gpt2"]()(**enc).logits)
 
 
+@pytest.mark.slow
 def test_inference_during_an_edit_sees_before_or_after(word_tokenizer):
     model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2", num_iter=30), tokenizer=word_tokenizer)
     model.edit(EDIT_PROMPTS[:1], ["rome"])

@@ -49,9 +49,10 @@ def run(args: argparse.Namespace) -> None:
 
 def bench(args: argparse.Namespace) -> None:
     from .bench.presets import bench_preset
-    from .bench.report import check_out_dir, write_comparison
+    from .bench.report import write_comparison
     from .bench.run import METHODS, check_data, check_run, run_bench
     from .data import ClassificationFields
+    from .evaluation.outputs import check_out_dir
 
     methods = list(METHODS) if args.method == "all" else [args.method]
     for method in methods:  # every method's options, before the first model loads
@@ -79,7 +80,8 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from .bench.report import check_out_dir, write_comparison
+    from .bench.report import write_comparison
+    from .evaluation.outputs import check_out_dir
 
     check_out_dir(args.out)
     written = write_comparison(args.runs, args.out)
@@ -88,7 +90,8 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def plot(args: argparse.Namespace) -> None:
-    from .bench.report import check_out_dir, plot_runs
+    from .bench.report import plot_runs
+    from .evaluation.outputs import check_out_dir
 
     check_out_dir(args.out)
     for name, path in plot_runs(args.runs, args.out).items():

@@ -15,7 +15,7 @@ from .errors import MeloConfigError
 TASKS = ("causal_lm", "seq2seq", "classification")
 POOLINGS = ("last", "mean", "first")
 CONFLICT_RULES = ("split", "nearest")  # melo.clusters
-MAX_SEED = 2**32  # edit() seeds block t with seed * 1_000_003 + t: keep it within 64 bits
+MAX_SEED = 2**32  # block_seed(t) = seed * 1_000_003 + t stays within 64 bits
 
 
 def _checked_int(name: str, value: Any, low: int, below: int | None = None) -> int:
@@ -71,18 +71,41 @@ def _checked_extra(extra: Any) -> dict[str, Any]:
 
 @dataclass
 class MeloConfig:
-    """Hyper-parameters of a MELO adapter.
+    """Hyper-parameters of a MELO adapter; every field is checked when the config is built (MeloConfigError).
 
-    Scale: a routed row gets ``base(x) + s * B_t A_t x`` with ``s = lora_alpha / block_rank``,
-    the usual LoRA scale of one block. It does not depend on how many blocks exist, so the
-    step size of edit ``t`` is the same whether it is the first block or the thousandth (the
-    original code scaled each factor by ``sqrt(total_rank / block_rank)``, so its effective
-    learning rate grew with the adapter's capacity). The default ``lora_alpha=16`` (s = 8 at
-    block rank 2) lets the paper's learning rates (1e-3 to 1e-2, 50 steps) move a block far
-    enough to flip an answer; with s = 1 a MiniLM classifier learned half as many edits at 1e-3.
+    Args:
+        target_modules: the modules that get dynamic LoRA: exact names, or one regex matched against
+            whole names (``nn.Linear`` or transformers' ``Conv1D``).
+        router_layer: the module whose output is the routing key (it must run before every target;
+            seq2seq: in the encoder).
+        task: ``"causal_lm"``, ``"seq2seq"`` or ``"classification"``; None (keyword only): inferred
+            from the model when the adapter is made (``melo.nethook.infer_task``).
+        block_rank: rank of each edit batch's LoRA block.
+        init_radius: radius of a new cluster's ball around its key.
+        conflict_rule: ``"split"`` (the paper: both balls shrink) or ``"nearest"`` (see ``melo.clusters``).
+        edit_lr, num_iter, lr_step, lr_gamma: Adam's learning rate, the steps per edit, and the StepLR
+            schedule (every ``lr_step`` steps the rate is multiplied by ``lr_gamma``).
+        lora_alpha: the LoRA scale numerator: a routed row gets ``base(x) + s * B_t A_t x`` with
+            ``s = lora_alpha / block_rank``.
+        key_pooling: ``"last"`` non-padding token (the paper), ``"mean"`` over the prompt, or ``"first"``.
+        normalize_keys: L2-normalise keys.
+        key_sink_ratio: mean pooling leaves out tokens whose norm exceeds this times the row's median.
+        key_encoder: keys from this sentence encoder (``"minilm"`` or a folder) on the prompt text.
+        stop_loss: an edit ends early once its training loss is below this.
+        max_blocks: at most this many blocks (MeloCapacityError beyond); None: storage grows.
+        target_prefix: causal_lm: the text between a prompt and its target.
+        seed: seeds each block's initialisation (``block_seed``).
+        extra: free-form JSON-serialisable notes saved with the adapter.
+
+    Scale: ``s`` does not depend on how many blocks exist, so the step size of edit ``t`` is the
+    same whether it is the first block or the thousandth (the original code scaled each factor by
+    ``sqrt(total_rank / block_rank)``, so its effective learning rate grew with the adapter's
+    capacity). The default ``lora_alpha=16`` (s = 8 at block rank 2) lets the paper's learning
+    rates (1e-3 to 1e-2, 50 steps) move a block far enough to flip an answer; with s = 1 a MiniLM
+    classifier learned half as many edits at 1e-3.
     """
 
-    task: str
+    task: str | None = field(default=None, kw_only=True)
     target_modules: list[str] | str
     router_layer: str
     block_rank: int = 2
@@ -104,8 +127,8 @@ class MeloConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.task, str) or self.task not in TASKS:
-            raise MeloConfigError(f"task {self.task!r} is not one of {TASKS}")
+        if self.task is not None and (not isinstance(self.task, str) or self.task not in TASKS):
+            raise MeloConfigError(f"task {self.task!r} is not one of {TASKS} (or None: inferred from the model)")
         if not isinstance(self.key_pooling, str) or self.key_pooling not in POOLINGS:
             raise MeloConfigError(f"key_pooling {self.key_pooling!r} is not one of {POOLINGS}")
         self.target_modules = _checked_targets(self.target_modules)
@@ -144,6 +167,10 @@ class MeloConfig:
     @property
     def scale(self) -> float:
         return float(self.lora_alpha) / self.block_rank
+
+    def block_seed(self, block: int) -> int:
+        """The seed block ``block`` (or a baseline's batch ``block``) is initialised from."""
+        return self.seed * 1_000_003 + block
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,6 +3,7 @@ loop, batch checks, the model-like inference surface, and the framing of saved a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from contextlib import contextmanager
@@ -15,7 +16,8 @@ from tqdm.auto import tqdm
 
 from .chat import Prompt, render, render_one
 from .config import MeloConfig
-from .errors import MeloCapacityError, MeloEditError, MeloLoadError
+from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadError
+from .nethook import infer_task
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
 from .text import (
     check_edit_batch,
@@ -130,10 +132,26 @@ class Editor(nn.Module):
 
     def __init__(self, base_model: nn.Module, config: MeloConfig, tokenizer: Any = None):
         super().__init__()
+        if tokenizer is None:
+            raise MeloConfigError(f"{type(self).__name__} needs the model's tokenizer (tokenizer=...): edits, keys "
+                                  "and generate_text tokenize with it")
         self.base_model = base_model
+        if config.task is None:  # resolved once, so saves and every reader see the task
+            config = dataclasses.replace(config, task=infer_task(base_model))
         self.melo_config = config
         self.tokenizer = pad_with_eos(tokenizer)
         self.records: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        """Attributes this editor lacks come from the base model (``generation_config``, ``can_generate``,
+        ``main_input_name``...), so pipelines and generation utilities take it as they take the model."""
+        try:
+            return super().__getattr__(name)  # parameters, buffers, submodules (base_model among them)
+        except AttributeError:
+            base = self.__dict__.get("_modules", {}).get("base_model") if name != "base_model" else None
+            if base is None:  # during __init__, or base_model itself: no recursion
+                raise
+            return getattr(base, name)
 
     @property
     def task(self) -> str:
@@ -153,8 +171,6 @@ class Editor(nn.Module):
 
     # ---- inputs -----------------------------------------------------------------------------
     def _check_batch(self, prompts: Sequence[str], targets: Sequence[Any]) -> None:
-        if self.tokenizer is None:
-            raise MeloEditError(f"this {type(self).__name__} has no tokenizer: pass tokenizer= when creating it")
         check_edit_batch(self.task, prompts, targets, getattr(self.base_model.config, "num_labels", None))
         texts, _, prefixes = self._rendered(prompts)
         check_lengths(self.task, self.tokenizer, texts, targets, max_positions(self.base_model.config), prefixes)
@@ -202,8 +218,6 @@ class Editor(nn.Module):
         return {k: v.to(self.device) for k, v in batch.items()}, labels
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        if self.tokenizer is None:
-            raise MeloEditError(f"this {type(self).__name__} has no tokenizer: pass tokenizer= when creating it")
         return {k: v.to(self.device) for k, v in tokenize(self.tokenizer, texts).items()}
 
     # ---- inference (baselines without routing run the base model) ----------------------------
@@ -218,6 +232,10 @@ class Editor(nn.Module):
     def disabled(self):
         yield self
 
+    def disable_adapter(self):
+        """``disabled()`` under PEFT's name: ``with model.disable_adapter(): ...`` runs the base model."""
+        return self.disabled()
+
     def _forgotten_rows(self, forgotten: dict[int, str]) -> list[dict[str, Any]]:
         return [{"edit": i, "reason": r, **self.records[i]} for i, r in forgotten.items()]
 
@@ -227,6 +245,57 @@ class Editor(nn.Module):
 
     def _write(self, directory: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         write_adapter(directory, tensors, meta)
+
+    def unload(self) -> nn.Module:
+        """Take this editor off the base model and return the base model."""
+        return self.base_model
+
+    @classmethod
+    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike, tokenizer: Any = None) -> "Editor":
+        """Load the adapter saved in ``directory`` onto ``base_model``.
+
+        Args:
+            base_model: a fresh copy of the model the adapter was made on.
+            directory: a folder written by ``save_pretrained``.
+            tokenizer: the model's tokenizer.
+
+        Returns:
+            The editor, as it was saved. On any failure (a MeloLoadError naming the folder and the
+            problem) nothing stays hooked on ``base_model``.
+        """
+        if tokenizer is None:
+            raise MeloConfigError(f"{cls.__name__}.from_pretrained needs the model's tokenizer (tokenizer=...)")
+        tensors, meta = cls._read(directory)
+        where = os.fspath(directory)
+        config = cls._saved_config(meta, where)
+        try:
+            editor = cls(base_model, config, tokenizer=tokenizer, **cls._saved_options(meta))
+        except MeloConfigError as err:
+            raise MeloLoadError(f"adapter {where!r} does not fit this model: {err}") from err
+        try:
+            editor._restore(tensors, meta, directory)
+        except BaseException as err:
+            editor.unload()
+            if isinstance(err, MeloLoadError):
+                raise MeloLoadError(f"adapter {where!r}: {err}") from err
+            raise
+        return editor
+
+    @classmethod
+    def _saved_config(cls, meta: dict[str, Any], where: str) -> MeloConfig:
+        try:
+            return MeloConfig.from_dict(meta["config"])
+        except MeloConfigError as err:
+            raise MeloLoadError(f"adapter {where!r} has a malformed config: {err}") from err
+
+    @classmethod
+    def _saved_options(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        """Constructor options the save recorded (the baselines' ``options``)."""
+        return {}
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], directory: str | os.PathLike) -> None:
+        """Put the saved state into this freshly built editor; MeloLoadError if it does not fit."""
+        raise NotImplementedError
 
     @classmethod
     def _read(cls, directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -43,6 +43,11 @@ class SentenceEncoder:
         self.model = AutoModel.from_pretrained(path).eval().to(device)
         self.dim = int(self.model.config.hidden_size)
 
+    def to(self, device: torch.device | str) -> "SentenceEncoder":
+        """Move the encoder to ``device``; it keeps its own dtype, so the keys it gives stay the same."""
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device

@@ -14,7 +14,7 @@ from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .persistence import read_adapter, write_adapter
 from .router import VectorDatabase
 
-SAVED_META = {"config": dict, "model": dict, "router": dict, "edits": list}  # as MeloModel.required_meta
+SAVED_META = {"config": dict, "model": dict, "router": dict, "edits": list}  # the fields of a MELO save
 
 
 def edit_rows(records: list[dict[str, Any]], db) -> list[dict[str, Any]]:
@@ -44,6 +44,43 @@ def check_rollback(n_blocks: int, current: int) -> int:
     return n_blocks
 
 
+# ---- checks of a save, shared by MeloModel.from_pretrained and SavedAdapter ---------------------------
+def check_lora_blocks(tensors: dict[str, torch.Tensor], layers: dict[str, tuple[int, int, int] | None]) -> int:
+    """The number of blocks the saved LoRA tensors hold, after checking them: for each target ``name``
+    (``layers``: name -> (rank, in, out) expected, or None when any fits), ``lora.<name>.A`` [n, r, in]
+    and ``lora.<name>.B`` [n, out, r], finite, with the same n for every target."""
+    n_blocks = None
+    for name, shape in layers.items():
+        missing = [key for key in (f"lora.{name}.A", f"lora.{name}.B") if key not in tensors]
+        if missing:
+            raise MeloLoadError(f"the save has no tensor {missing[0]!r}")
+        A, B = tensors[f"lora.{name}.A"], tensors[f"lora.{name}.B"]
+        well_formed = A.dim() == 3 and B.dim() == 3 and A.shape[0] == B.shape[0] and A.shape[1] == B.shape[2]
+        expected = "[n, r, in] / [n, out, r]"
+        if shape is not None:
+            r, fin, fout = shape
+            well_formed = well_formed and list(A.shape[1:]) == [r, fin] and list(B.shape[1:]) == [fout, r]
+            expected = f"[n, {r}, {fin}] / [n, {fout}, {r}]"
+        if not well_formed:
+            raise MeloLoadError(f"LoRA blocks of {name!r} are {list(A.shape)} / {list(B.shape)}, not {expected}")
+        if n_blocks is not None and A.shape[0] != n_blocks:
+            raise MeloLoadError(f"target modules hold different numbers of blocks ({A.shape[0]} vs {n_blocks})")
+        if not bool(torch.isfinite(A).all() and torch.isfinite(B).all()):
+            raise MeloLoadError(f"LoRA blocks of {name!r} hold non-finite values")
+        n_blocks = A.shape[0]
+    if n_blocks is None:
+        raise MeloLoadError("the save holds no LoRA blocks")
+    return n_blocks
+
+
+def check_records(records: list, db: VectorDatabase) -> None:
+    """One edit record (a dict) per router key, each naming the block its key maps to."""
+    if len(records) != db.n_keys or not all(isinstance(r, dict) for r in records):
+        raise MeloLoadError(f"{len(records)} edit records for {db.n_keys} router keys")
+    if db.n_keys and not all(r.get("block") == b for r, b in zip(records, db.key_block.tolist())):
+        raise MeloLoadError("edit records and router keys disagree on blocks")
+
+
 # ---- a saved adapter ----------------------------------------------------------------------------
 class SavedAdapter:
     """A MELO adapter read from disk: its tensors, meta, database and edit records."""
@@ -61,31 +98,17 @@ class SavedAdapter:
         self.config = config
         self.lora_names = sorted({k[len("lora."): -len(".A")] for k in tensors if k.startswith("lora.")
                                   and k.endswith(".A")})
-        if not self.lora_names:
-            raise MeloLoadError(f"adapter {where!r} holds no LoRA blocks")
-        counts = set()
-        for name in self.lora_names:
-            A, B = tensors[f"lora.{name}.A"], tensors.get(f"lora.{name}.B")
-            if B is None or A.dim() != 3 or B.dim() != 3 or A.shape[0] != B.shape[0]:
-                raise MeloLoadError(f"adapter {where!r}: LoRA blocks of {name!r} are missing or malformed")
-            counts.add(A.shape[0])
-        if len(counts) != 1:
-            raise MeloLoadError(f"adapter {where!r}: target modules hold different numbers of blocks {sorted(counts)}")
-        self.n_blocks = counts.pop()
-        keys = tensors.get("router.keys")
-        if keys is None or keys.dim() != 2:
-            raise MeloLoadError(f"adapter {where!r}: tensor router.keys is missing or not [n, dim]")
         try:
+            self.n_blocks = check_lora_blocks(tensors, dict.fromkeys(self.lora_names))
+            keys = tensors.get("router.keys")
+            if keys is None or keys.dim() != 2:
+                raise MeloLoadError("tensor router.keys is missing or not [n, dim]")
             self.db = VectorDatabase.restore(keys.shape[1], config.init_radius, tensors, meta["router"], self.n_blocks,
                                              conflict_rule=config.conflict_rule)
+            self.records = list(meta["edits"])
+            check_records(self.records, self.db)
         except MeloLoadError as err:
             raise MeloLoadError(f"adapter {where!r}: {err}") from err
-        self.records = list(meta["edits"])
-        n_keys = self.db.n_keys
-        if len(self.records) != n_keys or not all(isinstance(r, dict) for r in self.records):
-            raise MeloLoadError(f"adapter {where!r}: {len(self.records)} edit records for {n_keys} router keys")
-        if not all(r.get("block") == b for r, b in zip(self.records, self.db.key_block.tolist())):
-            raise MeloLoadError(f"adapter {where!r}: edit records and router keys disagree on blocks")
         self.tensors, self.meta = tensors, meta
 
     def lora(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ from .editor import Editor, EditResult, frozen, train_steps
 from .encoders import SentenceEncoder
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
-from .manage import check_edit_ids, check_rollback, edit_rows
+from .manage import SAVED_META, check_edit_ids, check_lora_blocks, check_records, check_rollback, edit_rows
 from .nethook import check_in_encoder, first_tensor, named_module, resolve_targets, supported_features, trace
 from .prefix import frozen_prefix, head_at, next_token_targets, replay_outputs
 from .router import Router, VectorDatabase
@@ -37,7 +37,7 @@ class MeloModel(Editor):
     """
 
     method = "melo"
-    required_meta = {"config": dict, "model": dict, "router": dict, "edits": list}
+    required_meta = SAVED_META
     replay_prefix = True  # edits record the layers before the first target once (melo.prefix)
     head_on_targets = True  # causal-LM edits compute logits at target positions only (melo.prefix)
 
@@ -59,9 +59,7 @@ class MeloModel(Editor):
             layer = DynamicLoraLayer(name, fin, fout, config.block_rank, config.scale)
             self.lora[name.replace(".", "__")] = layer.to(next(module.parameters()).device)
         self._edit_lock = threading.Lock()
-        self.router = Router(base_model, self.task, config.router_layer, router_module, key_dim,
-                             config.init_radius, config.key_pooling, config.normalize_keys, config.key_sink_ratio,
-                             encoder, self.tokenizer, config.conflict_rule)
+        self.router = Router(base_model, self.melo_config, router_module, key_dim, encoder, self.tokenizer)
         self._handles = [module.register_forward_hook(self.lora[name.replace(".", "__")].hook(self.router.current))
                          for name, module in targets.items()]
         self._publish(self.router.db)
@@ -84,6 +82,19 @@ class MeloModel(Editor):
                                   "not a hidden-state tensor")
         return hidden.shape[-1]
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "MeloModel":
+        """What ``to()``, ``half()``, ``double()``, ``cuda()`` run: the base model and the LoRA buffers change
+        as usual; then the published blocks become the layers' new buffers, and the database and the key
+        encoder move to the model's device (keeping their own dtypes, so routing decisions do not change)."""
+        super()._apply(fn, recurse)
+        router = self.__dict__.get("router")  # None while __init__ runs
+        if router is not None:
+            with self._edit_lock:
+                if router.encoder is not None:
+                    router.encoder.to(self.device)
+                self._publish(router.db.moved_to(self.device))
+        return self
+
     def _publish(self, db: VectorDatabase) -> None:
         self.router.publish(db, {layer.name: layer.weights() for layer in self.lora.values()})
 
@@ -104,8 +115,6 @@ class MeloModel(Editor):
     def prompt_inputs(self, prompts: Sequence[Prompt], padding_side: str = "right") -> dict[str, torch.Tensor]:
         """input_ids, attention_mask and melo_key_mask of prompts (strings, or chat message lists
         rendered through the chat template with the key on the user's text), on the model's device."""
-        if self.tokenizer is None:
-            raise MeloEditError("this MeloModel has no tokenizer: pass tokenizer= when creating it")
         texts, spans, _ = self._rendered(prompts)
         enc = tokenize(self.tokenizer, texts, padding_side)
         enc["melo_key_mask"] = key_mask(self.tokenizer, texts, spans, enc["attention_mask"], padding_side)
@@ -154,8 +163,18 @@ class MeloModel(Editor):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                  melo_key_mask: torch.Tensor | None = None, **kwargs: Any):
-        """Generate with the block chosen on the prompt (encoder input for seq2seq) at every step;
-        ``melo_key_mask`` marks the tokens the key is pooled over (default: the attention mask)."""
+        """The base model's ``generate``, with each row's block chosen on its prompt once (the encoder input
+        for seq2seq) and kept for every decoding step (KV cache, beams, ``num_return_sequences``).
+
+        Args:
+            input_ids: the prompts' token ids (needed: the route is taken on them).
+            attention_mask: their attention mask (default: every token).
+            melo_key_mask: the tokens the key is pooled over (default: the attention mask).
+            **kwargs: anything the base model's ``generate`` takes.
+
+        Returns:
+            What the base model's ``generate`` returns (token ids, prompt included for causal LMs).
+        """
         if input_ids is None:
             raise MeloEditError("MeloModel.generate needs input_ids to route the prompt")
         if self.router.disabled:
@@ -171,7 +190,21 @@ class MeloModel(Editor):
 
     # ---- editing ----------------------------------------------------------------------------
     def edit(self, prompts: Sequence[str], targets: Sequence[Any], progress: bool = False) -> EditResult:
-        """Learn one batch of edits in a new block. On any failure the model is left as it was."""
+        """Learn one batch of edits in a new block; the router maps each prompt's key to it.
+
+        Args:
+            prompts: strings, or chat message lists (causal LMs: trained through the chat template, keyed
+                on the user's text).
+            targets: one per prompt: the new answer text (generative tasks) or class id (classification).
+            progress: show a progress bar over the training steps.
+
+        Returns:
+            The EditResult: block id, seconds, losses, and the router's report (clusters added or
+            expanded, conflicts, edits forgotten).
+
+        On any failure (a MeloEditError for a malformed batch, MeloCapacityError at ``max_blocks``) the
+        model is left exactly as it was.
+        """
         with self._edit_lock:
             return self._edit(prompts, targets, progress)
 
@@ -184,7 +217,7 @@ class MeloModel(Editor):
         first, now = len(self.records), time.time()
         block = self.n_blocks
         new_db, report = self.db.updated(keys, labels, block)
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + block)
+        generator = torch.Generator().manual_seed(cfg.block_seed(block))
         params = [p for layer in self.lora.values() for p in layer.start_block(generator)]
         try:
             with frozen(self.base_model), self.router.call("train") as call:
@@ -284,6 +317,14 @@ class MeloModel(Editor):
 
     # ---- persistence ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Save the adapter (router database, LoRA blocks, edit records, config) crash-safely.
+
+        Args:
+            directory: the folder to write (created; a save there before is replaced atomically).
+
+        Returns:
+            None. ``MeloModel.from_pretrained(base_model, directory, tokenizer=tok)`` loads it back.
+        """
         tensors = dict(self.db.tensors())
         for layer in self.lora.values():
             for part, value in layer.blocks_state().items():
@@ -301,56 +342,25 @@ class MeloModel(Editor):
         self._write(directory, tensors, meta)
 
     @classmethod
-    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
-                        tokenizer: Any = None) -> "MeloModel":
-        """Load a saved adapter onto ``base_model``; on any failure nothing stays hooked on it."""
-        tensors, meta = cls._read(directory)
-        where = os.fspath(directory)
-        try:
-            config = MeloConfig.from_dict(meta["config"])
-            saved, records = meta["model"], list(meta["edits"])
-        except (KeyError, TypeError, MeloConfigError) as err:
-            raise MeloLoadError(f"adapter {where!r} has a malformed config or edit list: {err}") from err
+    def _saved_config(cls, meta: dict[str, Any], where: str) -> MeloConfig:
+        config = super()._saved_config(meta, where)
         if not isinstance(config.target_modules, list):
             raise MeloLoadError(f"adapter {where!r} names its target modules by a regex; saves list them resolved")
-        try:
-            model = cls(base_model, config, tokenizer=tokenizer)
-        except MeloConfigError as err:
-            raise MeloLoadError(f"adapter {where!r} does not fit this model: {err}") from err
-        try:
-            model._restore(tensors, meta, saved, records)
-        except BaseException as err:
-            model.unload()
-            if isinstance(err, MeloLoadError):
-                raise MeloLoadError(f"adapter {where!r}: {err}") from err
-            raise
-        return model
+        return config
 
-    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict, saved: dict, records: list) -> None:
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict, directory: str | os.PathLike) -> None:
+        saved, records = meta["model"], list(meta["edits"])
         try:
             shapes, key_dim = dict(saved["targets"]), saved["key_dim"]
         except (KeyError, TypeError, ValueError) as err:
             raise MeloLoadError(f"model signature is malformed: {err}") from err
-        n_blocks = None
         for layer in self.lora.values():
             shape = shapes.get(layer.name)
             if shape != [layer.in_features, layer.out_features]:
                 raise MeloLoadError(f"target module {layer.name!r} is {layer.in_features}x{layer.out_features} "
                                     f"here, {shape} in the save")
-            missing = [n for n in (f"lora.{layer.name}.A", f"lora.{layer.name}.B") if n not in tensors]
-            if missing:
-                raise MeloLoadError(f"the save has no tensor {missing[0]!r}")
-            A, B = tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"]
-            r, fin, fout = layer.block_rank, layer.in_features, layer.out_features
-            if A.dim() != 3 or B.dim() != 3 or A.shape[0] != B.shape[0] \
-                    or list(A.shape[1:]) != [r, fin] or list(B.shape[1:]) != [fout, r]:
-                raise MeloLoadError(f"LoRA blocks of {layer.name!r} are missing or not "
-                                    f"[n, {r}, {fin}] / [n, {fout}, {r}]")
-            if n_blocks is not None and A.shape[0] != n_blocks:
-                raise MeloLoadError(f"target modules hold different numbers of blocks ({A.shape[0]} vs {n_blocks})")
-            if not bool(torch.isfinite(A).all() and torch.isfinite(B).all()):
-                raise MeloLoadError(f"LoRA blocks of {layer.name!r} hold non-finite values")
-            n_blocks = A.shape[0]
+        n_blocks = check_lora_blocks(tensors, {layer.name: (layer.block_rank, layer.in_features, layer.out_features)
+                                               for layer in self.lora.values()})
         encoder = self.router.encoder
         saved_encoder = meta.get("key_encoder")
         here = None if encoder is None else {"name": encoder.name, "digest": encoder.digest}
@@ -361,10 +371,7 @@ class MeloModel(Editor):
                                 f"the save has {key_dim}")
         db = VectorDatabase.restore(self.db.dim, self.melo_config.init_radius, tensors, meta.get("router", {}),
                                     n_blocks, self.device, self.melo_config.conflict_rule)
-        if len(records) != db.n_keys or not all(isinstance(r, dict) for r in records):
-            raise MeloLoadError(f"{len(records)} edit records for {db.n_keys} router keys")
-        if db.n_keys and not all(r.get("block") == b for r, b in zip(records, db.key_block.tolist())):
-            raise MeloLoadError("edit records and router keys disagree on blocks")
+        check_records(records, db)
         for layer in self.lora.values():
             layer.load_blocks(tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"])
         self._publish(db)

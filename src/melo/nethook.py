@@ -46,6 +46,22 @@ class CallContext(Generic[T]):
             self._var.reset(token)
 
 
+def infer_task(model: nn.Module) -> str:
+    """The task a transformers model is built for, told from its structure: an encoder-decoder
+    (``config.is_encoder_decoder`` and ``get_encoder``) is seq2seq; a model without an LM head whose class
+    transformers registers as a sequence classifier is classification; anything else is causal_lm."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) and callable(getattr(model, "get_encoder", None)):
+        return "seq2seq"
+    heads = getattr(model, "get_output_embeddings", None)
+    if (heads() if callable(heads) else None) is None:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+        if type(model).__name__ in set(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES.values()):
+            return "classification"
+    return "causal_lm"
+
+
 def first_tensor(output: Any) -> torch.Tensor | None:
     """The hidden-state tensor a module returned (itself, or the first item of a tuple / output)."""
     if isinstance(output, ModelOutput):

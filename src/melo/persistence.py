@@ -14,7 +14,6 @@ reads JSON and safetensors only (never pickle) and checks the tensors against th
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -51,6 +50,14 @@ def tensors_file_name(sha256: str) -> str:
     return f"{TENSORS_PREFIX}{sha256[:16]}{TENSORS_SUFFIX}"
 
 
+def cache_dir(*parts: str, root: str | os.PathLike | None = None) -> Path:
+    """``<root or $MELO_CACHE or ~/.cache/melo>/<parts...>``, created: the one place melo's caches live."""
+    base = Path(root or os.environ.get("MELO_CACHE") or Path.home() / ".cache" / "melo").expanduser()
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # ---- writing ------------------------------------------------------------------------------------
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -58,6 +65,17 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder``, then ``folder`` itself (a finished build, before its rename)."""
+    for path in sorted(folder.rglob("*"), reverse=True):  # deepest first: a folder after what it holds
+        if path.is_dir():
+            fsync_dir(path)
+        elif path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_dir(folder)
 
 
 def write_durably(path: Path, data: bytes) -> None:
@@ -82,6 +100,8 @@ def write_durably(path: Path, data: bytes) -> None:
 @contextmanager
 def save_lock(directory: Path) -> Iterator[None]:
     """Exclusive lock of ``directory`` for one save; the lock file is removed before it is released."""
+    import fcntl  # POSIX only: imported here, so `import melo` works where it is missing
+
     lock_path = directory / LOCK_FILE
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -136,13 +156,6 @@ def write_adapter(directory: str | os.PathLike, tensors: dict[str, torch.Tensor]
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def adapter_files(directory: str | os.PathLike) -> list[str]:
-    """Names of the files the last complete save in ``directory`` consists of: the JSON and its tensors file."""
-    path = Path(directory)
-    _, storage = _parse_meta(_read_bytes(path / META_FILE, path), path / META_FILE)
-    return [META_FILE, storage["tensors_file"]]
-
-
 def _read_bytes(file: Path, directory: Path) -> bytes:
     try:
         return file.read_bytes()

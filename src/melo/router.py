@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .clusters import EPS, UpdateReport, apply_batch, revoke_keys  # noqa: F401  (EPS: part of this module's API)
+from .config import MeloConfig
 from .errors import MeloConfigError, MeloLoadError
 from .nethook import CallContext, StopForward, first_tensor, run_prompt
 
@@ -117,7 +118,12 @@ class VectorDatabase:
         other.n_conflicts = self.n_conflicts
         return other
 
+    def moved_to(self, device: torch.device | str) -> "VectorDatabase":
+        """A copy on ``device``, each table in its own dtype (keys float32, centres and radii float64)."""
+        return self.clone().to(device) if torch.device(device) != self.device else self
+
     def to(self, device: torch.device | str) -> "VectorDatabase":
+        """Move this database's tables to ``device`` in place: only for one no other thread sees yet."""
         for name in self.TENSORS:
             setattr(self, name, getattr(self, name).to(device))
         self._index = None
@@ -296,14 +302,15 @@ class Router:
     A call sees the ``Version`` published when it started, whatever is published meanwhile.
     """
 
-    def __init__(self, base_model: nn.Module, task: str, layer: str, module: nn.Module, key_dim: int,
-                 init_radius: float, pooling: str, normalize: bool, sink_ratio: float | None = None,
-                 encoder: Any = None, tokenizer: Any = None, conflict_rule: str = "split"):
-        self.base_model, self.task, self.layer = base_model, task, layer
-        self.pooling, self.normalize, self.sink_ratio = pooling, normalize, sink_ratio
-        self.encoder, self.tokenizer = encoder, tokenizer  # an encoder keys the prompt's text instead
+    def __init__(self, base_model: nn.Module, config: MeloConfig, module: nn.Module, key_dim: int,
+                 encoder: Any = None, tokenizer: Any = None):
+        """``module`` is ``config.router_layer`` resolved; ``encoder`` (optional) keys the prompt's text instead."""
+        self.base_model, self.task, self.layer = base_model, config.task, config.router_layer
+        self.pooling, self.normalize = config.key_pooling, config.normalize_keys
+        self.sink_ratio = config.key_sink_ratio
+        self.encoder, self.tokenizer = encoder, tokenizer
         device = next(base_model.parameters()).device
-        self.version = Version(VectorDatabase(key_dim, init_radius, device, conflict_rule), {})
+        self.version = Version(VectorDatabase(key_dim, config.init_radius, device, config.conflict_rule), {})
         self._calls: CallContext[RoutingCall] = CallContext("melo_routing")
         self._off: CallContext[bool] = CallContext("melo_disabled")
         self._handle = module.register_forward_hook(self._hook)
@@ -387,8 +394,7 @@ class Router:
             return self._blocks(call, input_ids, attention_mask)
 
     def _blocks(self, call: RoutingCall, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Each row's block; with no cluster to route to (no edit, or all revoked), without a keys pass."""
-        db = call.version.db
-        if db.n_clusters == 0:
+        """Each row's block; no keys pass while there is no cluster to route to (no edit, or all revoked)."""
+        if call.version.db.n_clusters == 0:
             return torch.full((input_ids.shape[0],), -1, dtype=torch.long, device=input_ids.device)
-        return db.lookup(self._keys_in(call, input_ids, attention_mask))
+        return call.version.db.lookup(self._keys_in(call, input_ids, attention_mask))

@@ -179,12 +179,9 @@ def length_problems(task: str, tokenizer: Any, prompts: Sequence[str], targets: 
 
 
 def edit_batch(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
-               prefix: str | Sequence[str] = " ",
-               max_length: int | None = None) -> tuple[dict[str, torch.Tensor], list[tuple]]:
+               prefix: str | Sequence[str] = " ") -> tuple[dict[str, torch.Tensor], list[tuple]]:
     """Model inputs with labels for the edit loss, and the exact label of each edit (token ids of
-    the target, or the class id) as a tuple, as routers compare them. With ``max_length`` (see
-    max_positions), a sequence longer than it is a MeloEditError."""
-    check_lengths(task, tokenizer, prompts, targets, max_length, prefix)
+    the target, or the class id) as a tuple, as routers compare them (lengths: ``check_lengths``)."""
     if task == "classification":
         batch = tokenize(tokenizer, prompts)
         batch["labels"] = torch.tensor(list(targets), dtype=torch.long)

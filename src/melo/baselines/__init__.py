@@ -3,7 +3,7 @@
 Every editor has MeloModel's surface: ``edit(prompts, targets) -> EditResult``, ``stats()``,
 ``tokenizer``, ``melo_config`` (the settings the comparison shares), model-like ``__call__`` and
 ``generate``, ``parameters()``, ``disabled()``, ``save_pretrained(dir)`` and the classmethod
-``from_pretrained(base_model, dir, tokenizer=None)``. Edit batches are checked and turned into
+``from_pretrained(base_model, dir, tokenizer)``. Edit batches are checked and turned into
 training inputs exactly as MeloModel does it (``melo.text.check_edit_batch`` / ``edit_batch``), so
 every method sees the same token sequences and the same errors.
 

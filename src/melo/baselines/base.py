@@ -34,6 +34,10 @@ class BaselineEditor(Editor):
     def _meta(self, **extra: Any) -> dict[str, Any]:
         return super()._meta(batches=self.n_batches, **extra)
 
+    @classmethod
+    def _saved_options(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        return dict(meta.get("options") or {})
+
     def _restore_records(self, meta: dict[str, Any]) -> None:
         self.records = meta["edits"]
         self.n_batches = int(meta["batches"])

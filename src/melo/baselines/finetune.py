@@ -24,6 +24,16 @@ from ..nethook import resolve_targets
 from .base import BaselineEditor
 
 
+def _peft() -> Any:
+    """The peft package (an extra: the LoRA baseline is its only user)."""
+    try:
+        import peft
+        import peft.utils
+    except ImportError as err:
+        raise ImportError("the LoRA baseline needs peft: pip install 'melo[baselines]'") from err
+    return peft
+
+
 class _SequentialEditor(BaselineEditor):
     """Trains ``_trainable()`` on every batch with MELO's schedule; restores them if the edit fails."""
 
@@ -68,8 +78,7 @@ class LoraEditor(_SequentialEditor):
 
     def __init__(self, base_model: nn.Module, config: MeloConfig, tokenizer: Any = None, r: int | None = None,
                  expected_blocks: int | None = None, lora_alpha: float | None = None):
-        from peft import LoraConfig, get_peft_model
-
+        peft = _peft()
         super().__init__(base_model, config, tokenizer)
         targets = resolve_targets(base_model, config.target_modules)
         if r is None:
@@ -89,10 +98,10 @@ class LoraEditor(_SequentialEditor):
                 f"lora targets mix Conv1D and nn.Linear ({sorted(n for n, c in conv.items() if c)[0]!r} is a Conv1D): "
                 "one peft LoRA has one fan_in_fan_out setting")
         self.options = {"r": r, "lora_alpha": alpha}
-        lora = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none",
+        lora = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none",
                           fan_in_fan_out=all(conv.values()))
-        self.peft_model = get_peft_model(base_model, lora)
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003)
+        self.peft_model = peft.get_peft_model(base_model, lora)
+        generator = torch.Generator().manual_seed(config.block_seed(0))
         with torch.no_grad():  # peft's own init draws from the global RNG: redo A reproducibly
             for name, p in self.peft_model.named_parameters():
                 if ".lora_A." in name:
@@ -121,31 +130,22 @@ class LoraEditor(_SequentialEditor):
         self.peft_model.save_pretrained(os.fspath(directory))
         self._write(directory, {}, self._meta(options=self.options))
 
-    @classmethod
-    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
-                        tokenizer: Any = None) -> "LoraEditor":
-        from peft.utils import load_peft_weights, set_peft_model_state_dict
-
-        _, meta = cls._read(directory)
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], directory: str | os.PathLike) -> None:
+        peft = _peft()
         where = os.fspath(directory)
         try:
-            editor = cls(base_model, MeloConfig.from_dict(meta["config"]), tokenizer=tokenizer, **meta["options"])
-        except MeloConfigError as err:
-            raise MeloLoadError(f"adapter {where!r} does not fit this model: {err}") from err
-        try:
-            weights = load_peft_weights(where, device=str(editor.device))
+            weights = peft.utils.load_peft_weights(where, device=str(self.device))
         except (FileNotFoundError, ValueError) as err:
             raise MeloLoadError(f"no peft adapter weights in {where!r}: {err}") from err
         try:
-            result = set_peft_model_state_dict(editor.peft_model, weights)
+            result = peft.utils.set_peft_model_state_dict(self.peft_model, weights)
         except RuntimeError as err:
             raise MeloLoadError(f"LoRA weights in {where!r} do not fit this model: {err}") from err
         missing = [k for k in result.missing_keys if ".lora_" in k]
         if result.unexpected_keys or missing:
             raise MeloLoadError(f"LoRA weights in {where!r} do not match this model's target modules: "
                                 f"unexpected {list(result.unexpected_keys)[:3]}, missing {missing[:3]}")
-        editor._restore_records(meta)
-        return editor
+        self._restore_records(meta)
 
 
 class FinetuneEditor(_SequentialEditor):
@@ -203,24 +203,16 @@ class FinetuneEditor(_SequentialEditor):
         self._write(directory, tensors, self._meta(model={"model_class": type(self.base_model).__name__,
                                                           "weights": shapes}))
 
-    @classmethod
-    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
-                        tokenizer: Any = None) -> "FinetuneEditor":
-        tensors, meta = cls._read(directory)
-        where = os.fspath(directory)
-        try:
-            editor = cls(base_model, MeloConfig.from_dict(meta["config"]), tokenizer=tokenizer)
-        except MeloConfigError as err:
-            raise MeloLoadError(f"adapter {where!r} does not fit this model: {err}") from err
-        weights = editor._weights()
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], directory: str | os.PathLike) -> None:
+        """The edited weights go into the model this editor was built on (the originals are kept for disabled())."""
+        weights = self._weights()
         for n, w in weights.items():
             saved = tensors.get(f"ft.{n}.weight")
             if saved is None or saved.shape != w.shape:
                 raise MeloLoadError(f"target module {n!r} weight is {list(w.shape)} here, "
                                     f"{None if saved is None else list(saved.shape)} in the save")
-        editor._keep_original()
+        self._keep_original()
         with torch.no_grad():
             for n, w in weights.items():
                 w.copy_(tensors[f"ft.{n}.weight"])
-        editor._restore_records(meta)
-        return editor
+        self._restore_records(meta)

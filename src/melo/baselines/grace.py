@@ -279,7 +279,7 @@ class GraceEditor(BaselineEditor):
         new = touched >= self.codebook.n
         if bool(new.any()):
             if opt["val_init"] == "cold":
-                generator = torch.Generator().manual_seed(self.melo_config.seed * 1_000_003 + self.n_batches)
+                generator = torch.Generator().manual_seed(self.melo_config.block_seed(self.n_batches))
                 init[new] = torch.rand(int(new.sum()), book.value_dim, generator=generator).to(init)
             else:  # warm: the layer's own output at the key token of the entry's first edit
                 first = (assigned.unsqueeze(0) == touched[new].unsqueeze(1)).long().argmax(1)
@@ -349,25 +349,14 @@ class GraceEditor(BaselineEditor):
         )
         self._write(directory, tensors, meta)
 
-    @classmethod
-    def from_pretrained(cls, base_model: nn.Module, directory: str | os.PathLike,
-                        tokenizer: Any = None) -> "GraceEditor":
-        tensors, meta = cls._read(directory)
-        where = os.fspath(directory)
-        config = MeloConfig.from_dict(meta["config"])
-        try:
-            editor = cls(base_model, config, tokenizer=tokenizer, **meta["options"])
-        except MeloConfigError as err:
-            raise MeloLoadError(f"adapter {where!r} does not fit this model: {err}") from err
-        saved, book = meta["grace"], editor.codebook
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], directory: str | os.PathLike) -> None:
+        saved, book = meta["grace"], self.codebook
         if [saved["key_dim"], saved["value_dim"]] != [book.key_dim, book.value_dim]:
-            editor.unload()
             raise MeloLoadError(
-                f"GRACE layer {editor.layer_name!r} is {book.key_dim}->{book.value_dim} here, "
+                f"GRACE layer {self.layer_name!r} is {book.key_dim}->{book.value_dim} here, "
                 f"{saved['key_dim']}->{saved['value_dim']} in the save")
         book.load(tensors, saved["labels"], saved["n_conflicts"])
-        editor.edit_keys = tensors["grace.edit_keys"].float().to(editor.device)
-        editor.edit_labels = [tuple(label) for label in saved["edit_labels"]]
-        editor._restore_records(meta)
-        editor._refresh_forgotten()
-        return editor
+        self.edit_keys = tensors["grace.edit_keys"].float().to(self.device)
+        self.edit_labels = [tuple(label) for label in saved["edit_labels"]]
+        self._restore_records(meta)
+        self._refresh_forgotten()

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from ..data import Record, TaskData
 from ..errors import MeloConfigError, MeloDataError
-from . import metrics
-from .evaluate import generate_answers, predict_labels, target_tokens
+from ..evaluation import metrics
+from ..evaluation.predict import generate_answers, predict_labels, target_tokens
 
 LOWER_IS_BETTER = {"hallucination"}
 

@@ -7,13 +7,9 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
-
 from ..data.readers import read_text
-from ..errors import MeloConfigError, MeloDataError
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ..errors import MeloDataError
+from ..evaluation.outputs import figure
 
 QUALITY = [("es", "ES"), ("err", "ERR"), ("trr", "TRR"), ("generality", "Generality"), ("arr", "ARR"),
            ("reliability", "Reliability"), ("generalization", "Generalization"), ("locality", "Locality")]
@@ -38,17 +34,6 @@ class RunWriter:
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
         (self.dir / "table.md").write_text(markdown_table([summary]))
         return plot_runs([self.dir], self.dir)
-
-
-def check_out_dir(path: str | Path) -> Path:
-    """``path`` as a folder to write into; a MeloConfigError now, before any work, if it or a parent is a file."""
-    path = Path(path)
-    for existing in (path, *path.parents):
-        if existing.exists():
-            if not existing.is_dir():
-                raise MeloConfigError(f"output folder {str(path)!r}: {str(existing)!r} is a file, not a folder")
-            break
-    return path
 
 
 def read_run(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -111,7 +96,7 @@ def plot_runs(directories: Sequence[str | Path], out_dir: str | Path) -> dict[st
         present = [(k, label) for k, label in keys if any(k in p for _, _, pts in runs for p in pts)]
         if not present:
             continue
-        fig, axes = plt.subplots(1, len(present), figsize=(3.6 * len(present), 3.2), squeeze=False)
+        fig, axes = figure(1, len(present), figsize=(3.6 * len(present), 3.2))
         for ax, (key, label) in zip(axes[0], present):
             for path, summary, points in runs:
                 xs = [p["n_edits"] for p in points if key in p]
@@ -125,7 +110,6 @@ def plot_runs(directories: Sequence[str | Path], out_dir: str | Path) -> dict[st
         fig.tight_layout()
         written[name] = out / f"{name}.png"
         fig.savefig(written[name], dpi=110)
-        plt.close(fig)
     return written
 
 

@@ -13,12 +13,13 @@ from ..baselines import BASELINES, make_baseline
 from ..config import MeloConfig
 from ..data import ClassificationFields, load_task, resolve_data_dir
 from ..data.readers import describe_files, describe_skipped
-from ..data.tasks import DATA_FILE_TASKS, EDITS_FILE_TASKS, QA_TASKS
+from ..data.tasks import QA_TASKS, misfit_file
 from ..errors import MeloConfigError, MeloDataError
+from ..evaluation.outputs import check_out_dir
 from ..model import get_melo_model
 from .presets import BENCH_PRESETS, BenchPreset, bench_preset
 from .protocols import Settings, run_lifelong, run_sequential
-from .report import RunWriter, check_out_dir
+from .report import RunWriter
 
 METHODS = ("melo",) + BASELINES
 PROTOCOLS = ("sequential", "lifelong")
@@ -54,17 +55,19 @@ def _presets_of(task: str) -> str:
 
 def check_data(preset: BenchPreset, edits_file: str | Path | None = None, data_file: str | Path | None = None,
                fields: ClassificationFields | None = None, skip_invalid: bool = False) -> None:
-    """That the user's data files fit the preset's task and exist (nothing read, no model needed)."""
+    """That the user's data files fit the preset's task (``melo.data.tasks.misfit_file``) and exist (nothing
+    read, no model needed)."""
     if skip_invalid and edits_file is None and data_file is None:
         raise MeloConfigError("--skip-invalid skips the bad records of your --edits-file or --data-file; give one")
-    if data_file is not None and preset.data not in DATA_FILE_TASKS:
+    problem = misfit_file(preset.data, edits_file, data_file, fields)
+    if problem == "data_file":
         raise MeloConfigError(f"--data-file (labelled texts with a split field) is for classification presets "
                               f"({_presets_of('scotus')}); {preset.name!r} is a {preset.data} preset: give your "
                               "edits with --edits-file")
-    if fields is not None and data_file is None:
+    if problem == "fields":
         raise MeloConfigError("--text-field, --label-field, --split-field, --edit-split and --edit-after describe "
                               "the columns of a --data-file; give the file")
-    if edits_file is not None and preset.data not in EDITS_FILE_TASKS:
+    if problem == "edits_file":
         raise MeloConfigError(f"--edits-file is for zsre, counterfact and hallucination presets; the classification "
                               f"preset {preset.name!r} takes your labelled texts with --data-file (fields: "
                               "--text-field, --label-field, --split-field; edit rows: --edit-split or --edit-after)")

@@ -18,20 +18,32 @@ EDITS_FILE_TASKS = QA_TASKS + ("hallucination",)  # tasks whose edits a user's f
 DATA_FILE_TASKS = ("scotus",)  # tasks read whole from a user's file of labelled texts
 
 
+def misfit_file(name: str, edits_file: object = None, data_file: object = None, fields: object = None) -> str | None:
+    """The one rule of which task takes which file: the first of ``"data_file"`` (only scotus reads one),
+    ``"fields"`` (only with a data file) and ``"edits_file"`` (zsre, counterfact, hallucination) given
+    where it does not fit task ``name``, or None. Callers word the error for their own options."""
+    if data_file is not None and name not in DATA_FILE_TASKS:
+        return "data_file"
+    if fields is not None and data_file is None:
+        return "fields"
+    if edits_file is not None and name not in EDITS_FILE_TASKS:
+        return "edits_file"
+    return None
+
+
 def check_task_files(name: str, edits_file: object = None, data_file: object = None,
                      fields: ClassificationFields | None = None) -> None:
-    """That the user's files fit task ``name`` (no file read): ``edits_file`` for zsre, counterfact and
-    hallucination,
-    ``data_file`` (and ``fields``) for scotus (classification)."""
+    """That the user's files fit task ``name`` (no file read): :func:`misfit_file` as a MeloDataError."""
     if name not in TASKS:
         raise MeloDataError(f"unknown task {name!r}; the tasks are {', '.join(TASKS)}")
-    if edits_file is not None and name not in EDITS_FILE_TASKS:
+    problem = misfit_file(name, edits_file, data_file, fields)
+    if problem == "edits_file":
         raise MeloDataError(f"an edits file replaces the edits of zsre, counterfact or hallucination; task {name!r} "
                             "takes a data file (data_file) of labelled texts with a split field instead")
-    if data_file is not None and name not in DATA_FILE_TASKS:
+    if problem == "data_file":
         raise MeloDataError(f"a data file of labelled texts is for classification (task 'scotus'); task {name!r} "
                             "takes its edits from an edits file (edits_file)")
-    if fields is not None and data_file is None:
+    if problem == "fields":
         raise MeloDataError("classification fields only apply to a data file (data_file)")
 
 

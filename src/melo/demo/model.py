@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import MeloConfig
+from ..persistence import cache_dir
 from ..presets import PRESETS
 from ..standins import cache, qa
 from .world import World
@@ -28,7 +29,7 @@ def melo_config(**overrides: Any) -> MeloConfig:
 
 
 def cache_path() -> Path:
-    return cache.cache_dir("demo", NAME)
+    return cache_dir("demo", NAME)
 
 
 def _world_digest(world: World) -> str:

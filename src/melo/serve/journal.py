@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MeloLoadError
-from ..persistence import fsync_dir
+from ..persistence import fsync_dir, write_durably
 
 JOURNAL_FILE = "journal.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
@@ -78,13 +78,7 @@ class Journal:
         """Drop the entries a checkpoint holds (seq <= ``through_seq``): the rest is written to a temp
         file, fsynced and renamed over the journal; a crash leaves the old journal or the new one."""
         keep = [e for e in self.entries if e["seq"] > through_seq]
-        tmp = self.path.with_name(f"{TMP_PREFIX}{JOURNAL_FILE}")
-        with open(tmp, "wb") as f:
-            f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in keep).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        write_durably(self.path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in keep).encode())
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.entries = keep

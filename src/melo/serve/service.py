@@ -114,10 +114,6 @@ class EditService:
             self.journal = None
 
     # ---- ops --------------------------------------------------------------------------------------
-    @property
-    def pending(self) -> int:
-        return self._pending
-
     def submit(self, op: str, args: dict[str, Any]) -> Future:
         if self.failure is not None:
             raise ServiceFailedError(self.failure)

