@@ -5,8 +5,10 @@ removed: the Hugging Face model behind the same endpoints), and MeloModels of th
 SmolLM2-135M-Instruct, ``smollm2-facts``: MiniLM keys on the prompt text) with 0, 1,000 and 10,000
 stored edits. The latency and first-token rounds are interleaved (each request goes to every server in
 turn, in rotating order) so other load on the machine falls on all rows alike; throughput is
-``--clients`` client threads per server, one server after the other. Last row: the 1,000-edit server
-while a real edit trains on it (``--edit-steps`` steps, no early stop).
+``--clients`` client threads per server, in rounds over the servers. Last row: the 1,000-edit server
+while real edits train on it, one after the other (``--edit-steps`` steps each, no early stop). Then an
+in-process profile of one stored prompt: the MiniLM key pass, the lookup, the LoRA hooks and whole
+requests, interleaved with the bare model's same calls.
 
 Stored edits are SYNTHESIZED for latency only (making 10,000 real edits is hours of CPU): real router
 keys (MiniLM, through ``MeloModel.encode_keys``) of real prompts (CounterFact ``prompt`` and zsRE ``src``
@@ -208,6 +210,7 @@ def profile(models: dict[str, melo.MeloModel], prompt: str, args) -> list[list]:
 
     n = f"{max(args.edits):,}"
     raw, whole = "bare: base_model.generate", "bare: generate_text (a whole request)"
+    first = "bare: generate_text, 1 token (the first token)"
     steps = [  # (name, call, the bare call it is compared with)
         ("MiniLM key pass (encoder.encode)", lambda: largest.router.encoder.encode([prompt]), None),
         (f"lookup of one key among {n}", lambda: largest.db.lookup(key), None),
@@ -217,6 +220,9 @@ def profile(models: dict[str, melo.MeloModel], prompt: str, args) -> list[list]:
         (whole, lambda: bare.generate_text([prompt], max_new_tokens=args.max_tokens), whole),
         (f"melo, {n} edits: generate_text", lambda: largest.generate_text([prompt], max_new_tokens=args.max_tokens),
          whole),
+        (first, lambda: bare.generate_text([prompt], max_new_tokens=1), first),
+        (f"melo, {n} edits: generate_text, 1 token", lambda: largest.generate_text([prompt], max_new_tokens=1),
+         first),
     ]
     times = alternate({name: call for name, call, _ in steps}, args.profile, warmup=1, max_rounds=args.profile)
     rows = [[name, median_ms(times[name]), "–" if ref is None else paired_ratio(times[name], times[ref])]
@@ -249,7 +255,7 @@ def main() -> None:
     ap.add_argument("--edits", type=int, nargs="+", default=[1000, 10000], help="stored-edit counts besides 0")
     ap.add_argument("--edits-per-block", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=40, help="latency requests per server (half of them edited prompts)")
-    ap.add_argument("--ttft", type=int, default=10, help="streamed requests per server")
+    ap.add_argument("--ttft", type=int, default=20, help="streamed requests per server")
     ap.add_argument("--requests", type=int, default=16, help="completions per server for throughput")
     ap.add_argument("--throughput-rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=2, help="client threads of a throughput measurement")
