@@ -1,86 +1,68 @@
-"""Completion latency and throughput of ``melo serve`` over HTTP on 127.0.0.1.
+"""Latency, throughput and time to first streamed token of ``melo serve`` on a real model, over HTTP on 127.0.0.1.
 
-Rows: the base model served the same way (same app, melo's routing switched off), a MeloModel with
-0 / 1,000 / 10,000 stored edits, and the 1,000-edit model while a real edit trains. Stored edits are
-keys of synthetic prompts put straight into the router (benchmarks/_common.py fill_db, 4 edits per
-block, random blocks), not trained. Half the requests use an edited prompt (routed to its block),
-half a fresh one. Client threads and the server share one process (and its GIL).
+Servers, all up at once in this process (uvicorn threads, the same app): the bare model (melo's hooks
+removed: the Hugging Face model behind the same endpoints), and MeloModels of the preset (default
+SmolLM2-135M-Instruct, ``smollm2-facts``: MiniLM keys on the prompt text) with 0, 1,000 and 10,000
+stored edits. The latency and first-token rounds are interleaved (each request goes to every server in
+turn, in rotating order) so other load on the machine falls on all rows alike; throughput is
+``--clients`` client threads per server, in rounds over the servers. Last row: the 1,000-edit server
+while real edits train on it, one after the other (``--edit-steps`` steps each, no early stop). Then an
+in-process profile of one stored prompt: the MiniLM key pass, the lookup, the LoRA hooks and whole
+requests, interleaved with the bare model's same calls.
 
-Model: a random-weight GPT-2 (default 6 layers x 256, 128 positions) with a word-level tokenizer,
-router transformer.h.3.mlp.c_fc, LoRA on h.4 / h.5 mlp.c_fc.
+Stored edits are SYNTHESIZED for latency only (making 10,000 real edits is hours of CPU): real router
+keys (MiniLM, through ``MeloModel.encode_keys``) of real prompts (CounterFact ``prompt`` and zsRE ``src``
+from the data directory, their ``target_new`` / ``alt`` as labels) inserted through the real update
+path (``VectorDatabase.updated``, ``--edits-per-block`` edits a block), and LoRA blocks of the preset's
+real shapes with small random weights instead of trained ones. Half the requests are stored prompts
+(routed to their block), half NQ questions no edit was made for.
 
-    python benchmarks/bench_serve.py [--edits 0 1000 10000] [--requests 96] [--clients 4] [--out f.json]
+    OMP_NUM_THREADS=1 python benchmarks/bench_serve.py [--model smollm2-135m-instruct --preset smollm2-facts]
+        [--edits 1000 10000] [--rounds 40] [--clients 2] [--max-tokens 8] [--out f.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import json
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import torch
 import uvicorn
-from _common import WORDS, fill_blocks, fill_db, report, sentences, separated_radii, wait_quiet
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from _common import alternate, median_ms, paired_ratio, report, wait_quiet
 
 import melo
+from melo.data import load_counterfact, load_nq, load_zsre, resolve_data_dir
+from melo.data.locate import COUNTERFACT_FILE, NQ_FILES, ZSRE_FILES, first_file
 from melo.serve import EditService, Limits, create_app
+from melo.text import target_ids
 
 
-class BaseOnly(melo.MeloModel):
-    """Generates with melo's routing off: the base model behind the same app."""
+class Bare(melo.MeloModel):
+    """The base model behind the same app: hooks removed, generate goes straight to the base model."""
 
-    def generate(self, input_ids=None, attention_mask=None, **kwargs):
-        with self.disabled():
-            return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unload()
 
-
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[EOS]", "[UNK]", *dict.fromkeys(WORDS)])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]")
-
-
-def build(args, tok, cls=melo.MeloModel) -> melo.MeloModel:
-    config = GPT2Config(vocab_size=len(tok), n_embd=args.width, n_layer=6, n_head=4, n_positions=128,
-                        bos_token_id=1, eos_token_id=1, pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0)
-    torch.manual_seed(0)
-    base = GPT2LMHeadModel(config).eval()
-    cfg = melo.MeloConfig(task="causal_lm", router_layer="transformer.h.3.mlp.c_fc",
-                          target_modules=["transformer.h.4.mlp.c_fc", "transformer.h.5.mlp.c_fc"],
-                          block_rank=2, init_radius=0.5, key_pooling="mean", normalize_keys=True,
-                          num_iter=args.edit_steps, edit_lr=1e-2)
-    return cls(base, cfg, tokenizer=tok)
-
-
-def store_edits(model: melo.MeloModel, prompts: list[str], fresh: list[str]) -> None:
-    """``prompts`` as stored edits (4 a block), straight into the router and LoRA blocks."""
-    keys = torch.cat([model.encode_keys(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
-    blocks = torch.arange(len(prompts)) // 4
-    others, radius = model.encode_keys(fresh), model.melo_config.init_radius
-    radii = torch.cat([separated_radii(keys[i : i + 1000], radius, torch.cat([keys[:i], keys[i + 1000:], others]))
-                       for i in range(0, len(keys), 1000)])  # in chunks: 10,000^2 distances would not fit
-    fill_db(model.db, keys, blocks, radii)
-    fill_blocks(model, int(blocks[-1]) + 1)
-    model.records = [{"id": i, "prompt": p, "target": "blue", "block": int(b), "created": 0.0}
-                     for i, (p, b) in enumerate(zip(prompts, blocks.tolist()))]
-    model._publish(model.db)  # publish the filled database and blocks, as edit() does
+    def generate(self, input_ids=None, attention_mask=None, melo_key_mask=None, **kwargs):
+        return self.base_model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
 class Served:
     """The app of ``model`` under uvicorn on a free 127.0.0.1 port, in a thread of this process."""
 
-    def __init__(self, model: melo.MeloModel):
-        self.service = EditService(model, "bench", limits=Limits())
+    def __init__(self, model: melo.MeloModel, name: str):
+        self.service = EditService(model, name, limits=Limits(max_tokens=64))
         config = uvicorn.Config(create_app(self.service), host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
         self.thread.start()
@@ -94,87 +76,268 @@ class Served:
         self.thread.join()
 
 
-def load(url: str, prompts: list[str], args, until: threading.Event | None = None) -> tuple[list[float], float]:
-    """Latencies (ms) of ``args.requests`` completions from ``args.clients`` threads, and requests/s."""
-    latencies: list[float] = []
-    per_client = args.requests // args.clients
+def edit_prompts(data_dir: Path, n: int) -> tuple[list[str], list[str]]:
+    """``n`` distinct real edit prompts with targets: CounterFact prompts, then zsRE questions."""
+    cases = [(r.prompt, r.target) for r in load_counterfact(data_dir / COUNTERFACT_FILE)]
+    cases += [(r.prompt, r.target) for r in load_zsre(first_file(data_dir, ZSRE_FILES), target="alt")]
+    unique = list(dict.fromkeys(cases))
+    seen, out = set(), []
+    for prompt, target in unique:
+        if prompt not in seen:
+            seen.add(prompt)
+            out.append((prompt, target))
+    if len(out) < n:
+        raise SystemExit(f"only {len(out)} distinct edit prompts in {data_dir}; ask for fewer --edits")
+    return [p for p, _ in out[:n]], [t for _, t in out[:n]]
 
-    def client(k: int) -> None:
-        with httpx.Client(base_url=url, timeout=120) as http:
-            for i in range(per_client):
-                body = {"prompt": prompts[(k * per_client + i) % len(prompts)], "max_tokens": args.max_tokens}
-                start = time.perf_counter()
-                r = http.post("/v1/completions", json=body)
-                latencies.append(1000 * (time.perf_counter() - start))
-                assert r.status_code == 200, r.text
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+def stored_databases(model: melo.MeloModel, prompts: list[str], targets: list[str], per_block: int,
+                     sizes: list[int]) -> dict[int, melo.router.VectorDatabase]:
+    """The database after the first ``n`` edits, for each ``n`` in ``sizes``: real keys and labels put in
+    through ``VectorDatabase.updated``, ``per_block`` edits a block."""
     start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    if until is not None and until.is_set():
-        print("  WARNING: the edit finished before the load did; raise --edit-steps")
-    return latencies, len(latencies) / wall
+    keys = torch.cat([model.encode_keys(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
+    prefix = model.melo_config.target_prefix
+    labels = [tuple(row) for row in target_ids(model.tokenizer, [prefix + t for t in targets])]
+    print(f"  {len(prompts)} MiniLM keys in {time.perf_counter() - start:.0f} s", flush=True)
+    db, out = model.db, {}
+    for block, i in enumerate(range(0, len(prompts), per_block)):
+        db = db.updated(keys[i : i + per_block], labels[i : i + per_block], block)[0]
+        if i + per_block in sizes:
+            out[i + per_block] = db
+    print(f"  databases of {sizes} edits in {time.perf_counter() - start:.0f} s", flush=True)
+    return out
 
 
-def row(name: str, n_edits: int, latencies: list[float], throughput: float) -> list:
-    q = statistics.quantiles(latencies, n=20)
-    return [name, n_edits, len(latencies), statistics.median(latencies), q[18], throughput]
+def store(model: melo.MeloModel, db, prompts: list[str], targets: list[str]) -> None:
+    """Give ``model`` the database ``db`` and random blocks of its real shapes, as if its edits were made."""
+    n_blocks = int(db.key_block.max()) + 1
+    g = torch.Generator().manual_seed(0)
+    for layer in model.lora.values():
+        r, fin, fout = layer.block_rank, layer.in_features, layer.out_features
+        layer.load_blocks(torch.randn(n_blocks, r, fin, generator=g) * fin**-0.5,
+                          torch.randn(n_blocks, fout, r, generator=g) * 1e-3)
+    model.records = [{"id": i, "prompt": p, "target": t, "block": int(b), "created": 0.0}
+                     for i, (p, t, b) in enumerate(zip(prompts, targets, db.key_block.tolist()))]
+    model._publish(db)  # database and blocks published together, as edit() does
+
+
+def complete(http: httpx.Client, prompt: str, args) -> tuple[float, str]:
+    start = time.perf_counter()
+    r = http.post("/v1/completions", json={"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0})
+    assert r.status_code == 200, r.text
+    return 1000 * (time.perf_counter() - start), r.json()["choices"][0]["text"]
+
+
+def first_token(http: httpx.Client, prompt: str, args) -> float:
+    """Milliseconds to the first streamed text chunk."""
+    start, first = time.perf_counter(), None
+    body = {"prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0, "stream": True}
+    with http.stream("POST", "/v1/completions", json=body) as r:
+        for line in r.iter_lines():
+            if first is None and line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                first = 1000 * (time.perf_counter() - start)
+    return first
+
+
+def throughput(urls: dict[str, str], prompts: list[str], args) -> dict[str, float]:
+    """Requests per second of each server: ``args.requests`` completions from ``args.clients`` threads,
+    in ``args.throughput_rounds`` rounds that visit every server in turn."""
+    per_client = max(1, args.requests // args.clients // args.throughput_rounds)
+    seconds = dict.fromkeys(urls, 0.0)
+
+    def client(url: str, k: int) -> None:
+        with httpx.Client(base_url=url, timeout=300) as http:
+            for i in range(per_client):
+                complete(http, prompts[(k * per_client + i) % len(prompts)], args)
+
+    for _ in range(args.throughput_rounds):
+        for name, url in urls.items():
+            threads = [threading.Thread(target=client, args=(url, k)) for k in range(args.clients)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            seconds[name] += time.perf_counter() - start
+    return {name: per_client * args.clients * args.throughput_rounds / s for name, s in seconds.items()}
+
+
+def interleaved(clients: dict[str, httpx.Client], prompts: list[str], measure) -> dict[str, list]:
+    """``measure(client, prompt)`` for every prompt on every server, in rotating order."""
+    out: dict[str, list] = {name: [] for name in clients}
+    names = list(clients)
+    for i, prompt in enumerate(prompts):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            out[name].append(measure(clients[name], prompt))
+    return out
+
+
+def measured(clients: dict[str, httpx.Client], urls: dict[str, str], requests: list[str], args,
+             reference: str) -> tuple[list[list], dict[str, list]]:
+    """Table rows of every server (latency, first token and throughput, each interleaved over the servers)
+    and the answers of the latency requests."""
+    answers = interleaved(clients, requests, lambda c, p: complete(c, p, args))
+    ttft = interleaved(clients, requests[: args.ttft], lambda c, p: first_token(c, p, args))
+    rates = throughput(urls, requests, args)
+    ms = {name: [m for m, _ in answers[name]] for name in clients}
+    rows = []
+    for name in clients:
+        p50, p95 = statistics.median(ms[name]), statistics.quantiles(ms[name], n=20)[18]
+        paired = statistics.median(a / b for a, b in zip(ms[name], ms[reference]))
+        rows.append([name, p50, p95, p50 / statistics.median(ms[reference]), paired, rates[name],
+                     statistics.median(ttft[name])])
+    return rows, answers
+
+
+def profile(models: dict[str, melo.MeloModel], prompt: str, args) -> list[list]:
+    """Where a melo request's time goes, in this process (no HTTP), on one stored prompt: the MiniLM key
+    pass, the lookup, the LoRA hooks (generation under a fixed routing call, routed and not) and whole
+    requests, each call interleaved with the others (ms: median; ratio: median of the per-round ratios
+    to the bare model's same call)."""
+    bare, largest = models["bare model"], models[f"melo, {max(args.edits):,} edits"]
+    enc = largest.prompt_inputs([prompt], padding_side="left")
+    inputs = {k: v for k, v in enc.items() if k != "melo_key_mask"}
+    key, block = largest.encode_keys([prompt]), largest.route(**enc)
+    assert int(block) >= 0, "the profiled prompt is not routed"
+    gen = {"max_new_tokens": args.max_tokens, "do_sample": False, "pad_token_id": largest.tokenizer.pad_token_id}
+
+    def under(blocks: torch.Tensor):
+        def run() -> None:
+            with largest.router.call("fixed", blocks=blocks):
+                largest.base_model.generate(**inputs, **gen)
+        return torch.no_grad()(run)
+
+    n = f"{max(args.edits):,}"
+    raw, whole = "bare: base_model.generate", "bare: generate_text (a whole request)"
+    first = "bare: generate_text, 1 token (the first token)"
+    steps = [  # (name, call, the bare call it is compared with)
+        ("MiniLM key pass (encoder.encode)", lambda: largest.router.encoder.encode([prompt]), None),
+        (f"lookup of one key among {n}", lambda: largest.db.lookup(key), None),
+        (raw, torch.no_grad()(lambda: bare.base_model.generate(**inputs, **gen)), raw),
+        ("hooks, row not routed: base_model.generate in a fixed call", under(torch.tensor([-1])), raw),
+        ("hooks, row routed to its block: base_model.generate in a fixed call", under(block), raw),
+        (whole, lambda: bare.generate_text([prompt], max_new_tokens=args.max_tokens), whole),
+        (f"melo, {n} edits: generate_text", lambda: largest.generate_text([prompt], max_new_tokens=args.max_tokens),
+         whole),
+        (first, lambda: bare.generate_text([prompt], max_new_tokens=1), first),
+        (f"melo, {n} edits: generate_text, 1 token", lambda: largest.generate_text([prompt], max_new_tokens=1),
+         first),
+    ]
+    times = alternate({name: call for name, call, _ in steps}, args.profile, warmup=1, max_rounds=args.profile)
+    rows = [[name, median_ms(times[name]), "–" if ref is None else paired_ratio(times[name], times[ref])]
+            for name, _, ref in steps]
+    return rows
+
+
+def keep_training(url: str, prompts: list[str], stop: threading.Event, counts: dict[str, int]) -> None:
+    """Post one edit after another (each ``--edit-steps`` steps, no early stop) until ``stop`` is set."""
+    with httpx.Client(base_url=url, timeout=3600) as http:
+        for prompt in prompts:
+            if stop.is_set():
+                return
+            r = http.post("/v1/edits", json={"edits": [{"prompt": prompt, "target": "Rome"}]})
+            assert r.status_code == 200, r.text
+            counts["edits"] += 1
+    raise SystemExit("ran out of prompts to train edits on")
+
+
+COLUMNS = ["served", "p50 ms", "p95 ms", "p50 / bare p50", "paired ratio (median)", "requests/s",
+           "first token p50 ms"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--edits", type=int, nargs="+", default=[0, 1000, 10000])
-    ap.add_argument("--requests", type=int, default=96, help="completions per row")
-    ap.add_argument("--clients", type=int, default=4, help="concurrent client threads")
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="melo.loading name, .gguf file or folder")
+    ap.add_argument("--preset", default="smollm2-facts")
+    ap.add_argument("--data-dir", default=None,
+                    help="CounterFact, zsRE and NQ (default $MELO_DATA_DIR or ../shared/data)")
+    ap.add_argument("--edits", type=int, nargs="+", default=[1000, 10000], help="stored-edit counts besides 0")
+    ap.add_argument("--edits-per-block", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=40, help="latency requests per server (half of them edited prompts)")
+    ap.add_argument("--ttft", type=int, default=20, help="streamed requests per server")
+    ap.add_argument("--requests", type=int, default=16, help="completions per server for throughput")
+    ap.add_argument("--throughput-rounds", type=int, default=2)
+    ap.add_argument("--clients", type=int, default=2, help="client threads of a throughput measurement")
     ap.add_argument("--max-tokens", type=int, default=8)
-    ap.add_argument("--width", type=int, default=256, help="GPT-2 hidden size")
-    ap.add_argument("--edit-steps", type=int, default=2000, help="steps of the edit trained during the last row")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--edit-steps", type=int, default=100, help="steps of each edit trained during the last row")
+    ap.add_argument("--profile", type=int, default=8, help="rounds of the in-process profile (0: none)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--wait-quiet", type=float, default=60)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    tok = word_tokenizer()
-    pool = sentences(max(args.edits) + args.requests, 8)
-    fresh = pool[-args.requests // 2:]
+    from melo.loading import load_model
+
+    data_dir = resolve_data_dir(args.data_dir)
+    sizes = sorted(args.edits)
+    prompts, targets = edit_prompts(data_dir, sizes[-1])
+    questions = [r.prompt for r in load_nq(first_file(data_dir, NQ_FILES))]
+    fresh, to_train = questions[: args.rounds // 2], questions[args.rounds // 2 :]
+    base, tokenizer = load_model(args.model, progress=False)
+    base.eval()
+    config = melo.preset_config(args.preset, num_iter=args.edit_steps, stop_loss=None)  # the training row's edits
+
+    def melo_model() -> melo.MeloModel:
+        return melo.MeloModel(copy.deepcopy(base), config, tokenizer=copy.deepcopy(tokenizer))
+
+    models = {"bare model": Bare(copy.deepcopy(base), melo.preset_config(args.preset, key_encoder=None),
+                                 tokenizer=copy.deepcopy(tokenizer))}
+    for n in [0, *sizes]:
+        models[f"melo, {n:,} edits"] = melo_model()
+    print(f"building {sizes} stored edits ({args.edits_per_block} a block)", flush=True)
+    dbs = stored_databases(models[f"melo, {sizes[-1]:,} edits"], prompts, targets, args.edits_per_block, sizes)
+    for n in sizes:
+        store(models[f"melo, {n:,} edits"], dbs[n], prompts[:n], targets[:n])
+    live = dbs[sizes[0]].live()
+    edited = [p for p, ok in zip(prompts, live.tolist()) if ok][: args.rounds // 2]  # live in every database
+    requests = [p for pair in zip(edited, fresh) for p in pair]
+    routed = {n: float((models[f"melo, {n:,} edits"].route(**models["bare model"].prompt_inputs(edited)) >= 0)
+                       .float().mean()) for n in sizes}
+    print(f"edited request prompts routed to a block: {routed}", flush=True)
+
     busy = wait_quiet(args.wait_quiet)
-    rows = []
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        urls = {name: stack.enter_context(Served(model, args.model)) for name, model in models.items()}
+        clients = {name: stack.enter_context(httpx.Client(base_url=url, timeout=300)) for name, url in urls.items()}
+        interleaved(clients, requests[:4], lambda c, p: complete(c, p, args))  # warm-up
+        rows, answers = measured(clients, urls, requests, args, "bare model")
+        unrouted = [i for i, p in enumerate(requests) if p not in edited]
+        for name in models:  # what was timed is right: a request no edit routes is answered as by the bare model
+            same = sum(answers[name][i][1] == answers["bare model"][i][1] for i in unrouted)
+            print(f"{name}: {same}/{len(unrouted)} unedited prompts answered exactly as by the bare model", flush=True)
 
-    with Served(build(args, tok, BaseOnly)) as url:
-        rows.append(row("base model", 0, *load(url, pool[: args.requests], args)))
-        print(rows[-1], flush=True)
-    for n in args.edits:
-        model = build(args, tok)
-        if n:
-            store_edits(model, pool[:n], fresh)
-        edited = pool[: min(n, args.requests // 2)] if n else pool[: args.requests // 2]
-        prompts = [p for pair in zip(edited * 2, fresh) for p in pair]
-        with Served(model) as url:
-            rows.append(row("melo", n, *load(url, prompts, args)))
-            print(rows[-1], flush=True)
-            if n == sorted(args.edits)[len(args.edits) // 2]:
-                done = threading.Event()
-
-                def train() -> None:
-                    body = {"edits": [{"prompt": "the king of the city", "target": "blue"}]}
-                    assert httpx.post(url + "/v1/edits", json=body, timeout=600).status_code == 200
-                    done.set()
-
-                edit = threading.Thread(target=train)
-                edit.start()
-                while httpx.get(url + "/v1/stats").json()["queued_ops"] == 0 and edit.is_alive():
-                    time.sleep(0.01)
-                time.sleep(0.2)  # into the edit's training
-                rows.append(row("melo, edit training", n, *load(url, prompts, args, until=done)))
-                print(rows[-1], flush=True)
-                edit.join()
-    report(f"melo serve completions over HTTP ({args.clients} clients, max_tokens {args.max_tokens}, "
-           f"GPT-2 6x{args.width}, {args.threads} torch threads; other load at start {100 * busy:.0f}%)",
-           ["served", "stored edits", "requests", "p50 ms", "p95 ms", "requests/s"], rows, args.out)
+        name = f"melo, {sizes[0]:,} edits"
+        stop, counts = threading.Event(), {"edits": 0}
+        trainer = threading.Thread(target=keep_training, args=(urls[name], to_train, stop, counts))
+        trainer.start()
+        while clients[name].get("/v1/stats").json()["queued_ops"] == 0:
+            time.sleep(0.01)
+        time.sleep(0.5)  # into the first edit's training
+        during = f"{name}, edits training"
+        row = measured({during: clients[name]}, {during: urls[name]}, requests, args, during)[0][0]
+        stop.set()
+        row[3], row[4] = row[1] / rows[0][1], "–"  # against the bare model's p50 measured without training
+        rows.append(row)
+        print(f"measured in {time.perf_counter() - start:.0f} s ({counts['edits']} edits trained meanwhile); "
+              "waiting for the last edit to end", flush=True)
+        title = (f"melo serve on {args.model} ({args.preset}): /v1/completions over HTTP, max_tokens "
+                 f"{args.max_tokens}, {args.threads} torch thread(s); latency: {len(requests)} requests per server, "
+                 f"one at a time, interleaved over the servers, half of them stored prompts; throughput: "
+                 f"{args.requests} requests from {args.clients} clients; other load at start {100 * busy:.0f}%")
+        report(title, COLUMNS, rows, None)
+        trainer.join()
+    profiled = profile(models, edited[0], args) if args.profile else []
+    if profiled:
+        report(f"where the time goes: {edited[0]!r}, in process, {args.profile} interleaved rounds",
+               ["step", "ms", "ratio to the bare model's same call"], profiled, None)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"title": title, "columns": COLUMNS, "rows": rows, "profile": profiled, "routed": routed,
+                       "edits_per_block": args.edits_per_block, "edits_during_training_row": counts["edits"]},
+                      f, indent=2)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

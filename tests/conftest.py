@@ -1,5 +1,7 @@
 """Shared fixtures: an offline word-level tokenizer and tiny random-initialised models."""
 
+import socket
+
 import pytest
 import torch
 import transformers
@@ -15,6 +17,8 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"  # a minimal one for the word tokenizer
 
 SPECIAL_TOKENS = ["[PAD]", "[EOS]", "[UNK]", "[BOS]"]
 
@@ -135,13 +139,13 @@ def make_t5() -> T5ForConditionalGeneration:
     return _finish(T5ForConditionalGeneration(config), generative=True)
 
 
-def make_gpt2() -> GPT2LMHeadModel:
+def make_gpt2(n_positions: int = 64) -> GPT2LMHeadModel:
     config = GPT2Config(
         vocab_size=VOCAB_SIZE,
         n_embd=32,
         n_layer=4,
         n_head=2,
-        n_positions=64,
+        n_positions=n_positions,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
@@ -289,6 +293,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def adapter_files(directory):

@@ -231,3 +231,95 @@ def test_run_bench_model_with_too_few_classes(tmp_path, tiny_scotus_preset, monk
         run_bench("minilm-scotus", data_file=write(tmp_path / "cases.json", ROWS), fields=FIELDS,
                   out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------ --skip-invalid
+GOOD_ZSRE = [{"src": f"who wrote {book}", "answers": [author], "alt": "tolstoy",
+              "rephrase": f"who is the author of {book}", "loc": "nq question: where is paris", "loc_ans": "france"}
+             for book, author in [("hamlet", "homer"), ("the novel", "dickens"), ("the poem", "austen"),
+                                  ("the play", "orwell"), ("the story", "homer"), ("the song", "dickens")]]
+BAD_ZSRE = {1: {"src": "who wrote the book", "answers": []},  # record 1
+            3: ["not", "an", "object"],  # record 3 (after the first insertion)
+            6: {"answers": ["homer"], "alt": "rome"}}  # record 6
+
+
+def with_bad_records(good: list, bad: dict) -> list:
+    rows = list(good)
+    for at, row in sorted(bad.items()):
+        rows.insert(at, row)
+    return rows
+
+
+def test_skipped_records_are_listed_and_the_rest_loaded_as_if_removed_by_hand(tmp_path):
+    data_dir_with_nq(tmp_path)
+    dirty = write(tmp_path / "dirty.json", with_bad_records(GOOD_ZSRE, BAD_ZSRE))
+    with pytest.raises(MeloDataError, match=r"record 1: field 'answers' is empty"):
+        load_task("zsre", tmp_path, edits_file=dirty)
+    clean = write(tmp_path / "clean.json", GOOD_ZSRE)
+    skipped = load_task("zsre", tmp_path, edits_file=dirty, skip_invalid=True)
+    assert skipped == load_task("zsre", tmp_path, edits_file=clean) and len(skipped.edits) == 6
+    assert [s["record"] for s in skipped.skipped] == ["record 1", "record 3", "record 6"]
+    assert skipped.skipped[0]["reason"] == "field 'answers' is empty"
+    assert [s["reason"].split(";")[-1] for s in skipped.skipped[1:]] == [" has list", " has answers, alt"]
+    assert len(load_task("zsre", tmp_path, n_edits=2, edits_file=dirty, skip_invalid=True).edits) == 2
+    lines = tmp_path / "dirty.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in GOOD_ZSRE[:2]) + "{not json\n" + json.dumps(GOOD_ZSRE[2]))
+    task = load_task("zsre", tmp_path, edits_file=lines, skip_invalid=True)
+    assert task.edits == load_task("zsre", tmp_path, edits_file=clean, n_edits=3).edits
+    assert [s["record"] for s in task.skipped] == ["line 3"] and "invalid JSON" in task.skipped[0]["reason"]
+    rows = [{"prompt": "p", "target": "t", "accurate": False}, {"prompt": "q", "target": "u", "accurate": "maybe"},
+            {"prompt": "r", "target": "", "accurate": False}, {"prompt": "s", "target": "v", "accurate": True}]
+    for suffix in (".csv", ".jsonl"):
+        skipped = []
+        edits, accurate = load_hallucination_edits(write(tmp_path / f"h{suffix}", rows), skipped)
+        assert (edits, accurate) == ([Record("p", "t")], [Record("s", "v", [])])
+        assert [s["record"] for s in skipped] == (["line 3", "line 4"] if suffix == ".csv" else ["line 2", "line 3"])
+    with pytest.raises(MeloDataError, match="give one"):
+        load_task("zsre", tmp_path, skip_invalid=True)
+
+
+def data_dir_with_nq(root):
+    (root / "nq").mkdir(parents=True, exist_ok=True)
+    (root / "nq" / "NQ-open.dev.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": [a]}) + "\n"
+                for q, a in [("where is paris", "france"), ("what color is the sky", "blue")]))
+    return root
+
+
+@pytest.fixture
+def tiny_zsre_preset(monkeypatch):
+    """smollm2-zsre on the tiny word-level GPT-2 (its layers, few steps) instead of SmolLM2."""
+    from conftest import make_gpt2, melo_config
+
+    preset = presets.BENCH_PRESETS["smollm2-zsre"]
+    tiny = dataclasses.replace(preset, load_model=lambda data_dir, data: (make_gpt2(), make_word_tokenizer()),
+                               melo=lambda: melo_config("gpt2", num_iter=8).to_dict(),
+                               edits_per_block=2, metric_period=2, upstream_limit=None, max_new_tokens=3)
+    monkeypatch.setitem(presets.BENCH_PRESETS, "smollm2-zsre", tiny)
+
+
+@pytest.mark.slow  # an end-to-end run
+def test_bench_skip_invalid_gives_the_figures_of_the_file_without_the_bad_records(tmp_path, tiny_zsre_preset,
+                                                                                   capsys):
+    root = data_dir_with_nq(tmp_path / "data")
+    dirty = write(tmp_path / "dirty.json", with_bad_records(GOOD_ZSRE, BAD_ZSRE))
+    clean = write(tmp_path / "clean.json", GOOD_ZSRE)
+    base = ["bench", "--preset", "smollm2-zsre", "--data-dir", str(root), "--quiet"]
+    fails([*base, "--edits-file", str(dirty), "--out", str(tmp_path / "no")], capsys,
+          "record 1: field 'answers' is empty")
+    main([*base, "--edits-file", str(dirty), "--skip-invalid", "--out", str(tmp_path / "skip")])
+    said = capsys.readouterr().out
+    assert f"--skip-invalid: 3 invalid records of {dirty} skipped" in said
+    assert "  record 1: field 'answers' is empty" in said and "  record 6: missing field 'src'" not in said
+    assert "  record 6: not a zsRE record" in said
+    main([*base, "--edits-file", str(clean), "--out", str(tmp_path / "clean")])
+    config = json.loads((tmp_path / "skip" / "config.json").read_text())["data"]
+    assert (config["skip_invalid"], config["n_skipped"], config["n_edits"]) == (True, 3, 6)
+    assert [s["record"] for s in config["skipped"]] == ["record 1", "record 3", "record 6"]
+    assert json.loads((tmp_path / "clean" / "config.json").read_text())["data"]["skipped"] == []
+
+    def figures(run: str) -> list[dict]:
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if "seconds" not in k and "time" not in k} for row in rows]
+
+    assert figures("skip") == figures("clean") and len(figures("clean")) >= 3

@@ -6,6 +6,7 @@ import json
 from importlib import resources
 
 import pytest
+import torch
 
 from melo import MeloDataError
 from melo.cli import main
@@ -128,3 +129,40 @@ def test_help_of_every_command(capsys):
     for option in ("--model", "--preset", "--edits", "--out", "--device", "--seed", "--quiet", "--radius",
                    "--protocol", "--method", "--n-edits", "--data-dir", "examples:"):
         assert option in text
+
+
+@pytest.mark.slow  # an end-to-end run
+def test_melo_run_skip_invalid_runs_the_file_without_its_bad_edits(tmp_path, capsys):
+    """--skip-invalid on --edits: the run of the file with its bad rows removed by hand, the rows listed."""
+    from conftest import make_word_tokenizer
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=len(make_word_tokenizer()), hidden_size=32, num_hidden_layers=6,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+                        num_labels=3)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "bert")
+    make_word_tokenizer().save_pretrained(tmp_path / "bert")
+    good = [("the dog is big", "2", "the dog is large"), ("the sky is blue", "1", "the sky is very blue"),
+            ("the cat is small", "0", "the cat is little"), ("who wrote hamlet", "2", "who wrote the play hamlet")]
+    rows = ["prompt,target,rephrase", *(",".join(r) for r in good)]
+    dirty = rows[:2] + ["the sun is hot,,x", "the moon is white,1.5,y"] + rows[2:]  # lines 3 and 4: bad
+    (tmp_path / "dirty.csv").write_text("\n".join(dirty) + "\n")
+    (tmp_path / "clean.csv").write_text("\n".join(rows) + "\n")
+    base = ["run", "--model", str(tmp_path / "bert"), "--preset", "minilm-scotus", "--num-iter", "5",
+            "--edits-per-block", "2"]
+    with pytest.raises(SystemExit):
+        main([*base, "--edits", str(tmp_path / "dirty.csv"), "--out", str(tmp_path / "no")])
+    assert "line 3: missing or empty field 'target'" in capsys.readouterr().err
+    main([*base, "--edits", str(tmp_path / "dirty.csv"), "--skip-invalid", "--out", str(tmp_path / "skip")])
+    said = capsys.readouterr().out
+    assert "--skip-invalid: 2 invalid records of" in said and "  line 4: field 'target' must be a class id" in said
+    main([*base, "--edits", str(tmp_path / "clean.csv"), "--out", str(tmp_path / "clean")])
+    skip, clean = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("skip", "clean"))
+    assert [s["record"] for s in skip.pop("skipped")] == ["line 3", "line 4"] and skip.pop("n_skipped") == 2
+    for summary in (skip, clean):
+        summary.pop("edit_seconds")
+        for point in summary["curve"]:
+            point.pop("seconds")
+    assert skip == clean and skip["n_edits"] == 4
+    assert (tmp_path / "skip" / "answers.jsonl").read_text() == (tmp_path / "clean" / "answers.jsonl").read_text()

@@ -66,6 +66,26 @@ def test_revoking_every_edit_gives_the_base_model_bit_for_bit(word_tokenizer):
     assert (stats["live_blocks"], stats["clusters"], stats["revoked_edits"], stats["extra_parameters"]) == (0, 0, 3, 0)
 
 
+def test_generation_skips_the_keys_pass_while_nothing_can_be_routed(word_tokenizer):
+    """No edit (or every one revoked): generate runs the router layer only for its own steps, no keys pass."""
+    model = _fresh(word_tokenizer)
+    runs = []
+    model.base_model.get_submodule(model.melo_config.router_layer).register_forward_pre_hook(lambda *a: runs.append(1))
+
+    def generated() -> tuple[list[str], int]:
+        runs.clear()
+        return model.generate_text(PROBE[:2], max_new_tokens=3), len(runs)
+
+    with model.disabled():
+        base, steps = generated()
+    assert generated() == (base, steps)  # the base model's answers, as many router-layer runs as its steps
+    model.edit([FACTS[0][0]], [FACTS[0][1]])
+    assert generated()[1] == steps + 1  # the keys pass
+    model.revoke([0])
+    assert generated() == (base, steps)
+    assert model.route(**model.prompt_inputs(PROBE)).tolist() == [-1] * len(PROBE)
+
+
 def test_bad_revoke_and_rollback_change_nothing(word_tokenizer):
     model = _fresh(word_tokenizer)
     model.edit([FACTS[0][0]], [FACTS[0][1]])

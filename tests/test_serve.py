@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,10 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import (
+    CHAT_TEMPLATE,
     EDIT_PROMPTS,
     MODEL_FACTORIES,
     UNRELATED,
     WORDS,
+    free_port,
     make_bert_classifier,
     make_gpt2,
     make_word_tokenizer,
@@ -34,9 +35,6 @@ from melo.serve import EditService, Limits, create_app
 from melo.serve.journal import CHECKPOINTS_DIR, JOURNAL_FILE
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # servers
-
-
-CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +123,67 @@ def test_stop_sequences_cut_the_text():
         assert choice["finish_reason"] == "stop" and words[1] not in choice["text"].split()
 
 
+def sse_events(client, path: str, body: dict) -> list:
+    """The JSON events of a streamed response, checking the ``data: [DONE]`` end."""
+    with client.stream("POST", path, json={**body, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+    return [json.loads(line[len("data: "):]) for line in lines[:-1]]
+
+
+def joined(events: list, n: int, field: str = "text") -> list[tuple[str, str]]:
+    """(text, finish reason) of each choice index, from the chunks of a stream."""
+    texts, reasons = [""] * n, [None] * n
+    for event in events:
+        for c in event["choices"]:
+            part = c[field] if field == "text" else c["delta"].get("content", "")
+            texts[c["index"]] += part
+            if c["finish_reason"] is not None:
+                assert reasons[c["index"]] is None, "two finish reasons"
+                reasons[c["index"]] = c["finish_reason"]
+    return list(zip(texts, reasons))
+
+
+def test_streamed_and_whole_answers_are_identical_and_cut_where_generate_text_would_be():
+    """Greedy: the joined chunks equal the whole answer, which is generate_text's text cut at the first stop."""
+    service = open_service()
+    with TestClient(create_app(service)) as client:
+        for prompt in [*EDIT_PROMPTS, *UNRELATED]:
+            full = service.model.generate_text([prompt], max_new_tokens=10)[0]
+            words = full.split()
+            stop_sets = [[], [words[2]], [words[1][:2], "zzz"], [full[3:9]], [words[-1] + " never"]]
+            for stops in stop_sets:
+                body = {"prompt": prompt, "max_tokens": 10, "n": 2, "stop": stops}
+                whole = client.post("/v1/completions", json=body).json()
+                answers = [(c["text"], c["finish_reason"]) for c in whole["choices"]]
+                cut = min((i for i in (full.find(x) for x in stops) if i >= 0), default=-1)
+                expected = (full[:cut], "stop") if cut >= 0 else (full, "length")
+                assert answers == [expected] * 2, (prompt, stops)
+                events = sse_events(client, "/v1/completions", body)
+                assert joined(events, 2) == answers, (prompt, stops)
+                assert {e["object"] for e in events} == {"text_completion"} and len({e["id"] for e in events}) == 1
+    ended = open_service()  # EOS ends a row: after an edit to "rome", the target's EOS is generated
+    with TestClient(create_app(ended)) as client:
+        assert client.post("/v1/edits", json={"edits": [{"prompt": EDIT_PROMPTS[0], "target": "rome"}]}).is_success
+        body = {"prompt": EDIT_PROMPTS[0], "max_tokens": 6}
+        whole = client.post("/v1/completions", json=body).json()
+        assert (whole["choices"][0]["text"], whole["choices"][0]["finish_reason"]) == ("rome", "stop")
+        assert whole["usage"]["completion_tokens"] == 2  # rome, EOS
+        assert joined(sse_events(client, "/v1/completions", body), 1) == [("rome", "stop")]
+
+
+def test_a_stream_is_checked_before_it_starts():
+    with TestClient(create_app(open_service(limits=Limits(max_tokens=8)), token="t")) as client:
+        body = {"prompt": "the dog", "max_tokens": 9, "stream": True}
+        assert client.post("/v1/completions", json=body).status_code == 401
+        r = client.post("/v1/completions", json=body, headers={"Authorization": "Bearer t"})
+        assert r.status_code == 400 and r.json()["detail"] == "max_tokens 9 is over the limit 8"
+        r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": True},
+                        headers={"Authorization": "Bearer t"})
+        assert r.status_code == 400 and "chat template" in r.json()["detail"]
+
+
 def test_chat_endpoints_need_a_chat_template():
     with TestClient(create_app(open_service())) as client:
         r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "who wrote hamlet"}]})
@@ -144,10 +203,18 @@ def test_chat_endpoints_need_a_chat_template():
             assert message["role"] == "assistant"
             return message["content"]
 
-        assert first_word(chat()) != "tolstoy"
+        def streamed() -> str:
+            events = sse_events(client, "/v1/chat/completions", {"messages": messages, "max_tokens": 2})
+            assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+            assert {e["object"] for e in events} == {"chat.completion.chunk"}
+            [(text, reason)] = joined(events, 1, field="delta")
+            assert reason in ("stop", "length")
+            return text
+
+        assert first_word(chat()) != "tolstoy" and streamed() == chat()
         r = client.post("/v1/edits", json={"edits": [{"messages": messages, "target": "tolstoy"}]})
         assert r.status_code == 200, r.text
-        assert first_word(chat()) == "tolstoy"
+        assert first_word(chat()) == "tolstoy" and streamed() == chat()
         assert client.get("/v1/edits").json()["edits"][0]["prompt"] == messages  # kept as messages
 
 
@@ -197,6 +264,14 @@ def test_limits_are_rejected_with_clear_4xx():
         assert status("/v1/rollback", {"n_blocks": -1})[0] == 422
         code, detail = status("/v1/edits", {"edits": [{"prompt": "the " * 70, "target": "cat"}]})
         assert code == 400, detail
+        r = client.post("/v1/edits", json={"edits": [{"prompt": "the dog", "target": "cat"},
+                                                      {"prompt": "the " * 70, "target": "cat"},
+                                                      {"prompt": "the cat", "target": "  "}]})
+        assert r.status_code == 400 and r.json()["detail"].startswith("2 of 3 edits are invalid, nothing was applied")
+        assert r.json()["invalid"] == [
+            {"index": 1, "reason": "edit 1: prompt + target is 72 tokens, longer than the model's 64 positions; "
+                                   "shorten it"},
+            {"index": 2, "reason": "targets[2] is '  ': causal_lm targets must be non-empty strings"}]
         assert client.get("/v1/edits").json() == {"edits": []}
 
 
@@ -353,12 +428,6 @@ for line in sys.stdin:
         os._exit(code)
     print(pid, flush=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Servers:

@@ -35,23 +35,22 @@ def check_messages(prompt: Any, where: str) -> None:
 def render(tokenizer: Any, prompts: Sequence[Prompt]) -> tuple[list[str], list[tuple[int, int] | None]]:
     """Text of each prompt (chat prompts through the chat template, with the generation prompt)
     and, for chat prompts, the character span of the last user message in it (None: the whole text)."""
-    texts: list[str] = []
-    spans: list[tuple[int, int] | None] = []
-    for i, prompt in enumerate(prompts):
-        if not is_chat(prompt):
-            texts.append(prompt)
-            spans.append(None)
-            continue
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise MeloEditError(f"prompts[{i}] is a chat prompt but the tokenizer has no chat template")
-        text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
-        content = prompt[-1]["content"]
-        start = text.rfind(content)
-        if start < 0:
-            raise MeloEditError(f"prompts[{i}]: the chat template does not keep the user text as written")
-        texts.append(text)
-        spans.append((start, start + len(content)))
-    return texts, spans
+    rendered = [render_one(tokenizer, prompt, f"prompts[{i}]") for i, prompt in enumerate(prompts)]
+    return [text for text, _ in rendered], [span for _, span in rendered]
+
+
+def render_one(tokenizer: Any, prompt: Prompt, where: str) -> tuple[str, tuple[int, int] | None]:
+    """:func:`render` of one prompt; errors name it ``where``."""
+    if not is_chat(prompt):
+        return prompt, None
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise MeloEditError(f"{where} is a chat prompt but the tokenizer has no chat template")
+    text = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
+    content = prompt[-1]["content"]
+    start = text.rfind(content)
+    if start < 0:
+        raise MeloEditError(f"{where}: the chat template does not keep the user text as written")
+    return text, (start, start + len(content))
 
 
 def key_mask(tokenizer: Any, texts: Sequence[str], spans: Sequence[tuple[int, int] | None],

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> None:
                          seed=args.seed, quiet=args.quiet, n_edits=args.n_edits,
                          edits_per_block=args.edits_per_block, num_iter=args.num_iter, radius=args.radius,
                          world=args.world or None, demo="world" if args.world is not None else "facts",
-                         measure_every=args.measure_every))
+                         measure_every=args.measure_every, skip_invalid=args.skip_invalid))
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -60,7 +60,7 @@ def bench(args: argparse.Namespace) -> None:
     given = {name: getattr(args, name) for name in ("text_field", "label_field", "split_field", "edit_split",
                                                     "edit_after") if getattr(args, name) is not None}
     fields = ClassificationFields(**given) if given else None
-    check_data(bench_preset(args.preset), args.edits_file, args.data_file, fields)
+    check_data(bench_preset(args.preset), args.edits_file, args.data_file, fields, args.skip_invalid)
     if args.out:
         check_out_dir(args.out)
     if args.resume and len(methods) > 1:
@@ -72,8 +72,9 @@ def bench(args: argparse.Namespace) -> None:
                               data_dir=args.data_dir, out=out, edits_per_block=args.edits_per_block,
                               metric_period=args.metric_period, progress=not args.quiet, model=args.model,
                               edits_file=args.edits_file, data_file=args.data_file, fields=fields,
-                              resume=args.resume, checkpoint_every=args.checkpoint_every,
-                              eval_sample=args.eval_sample, eval_seed=args.eval_seed))
+                              skip_invalid=args.skip_invalid, resume=args.resume,
+                              checkpoint_every=args.checkpoint_every, eval_sample=args.eval_sample,
+                              eval_seed=args.eval_seed))
         print((runs[-1] / "table.md").read_text())
         print(f"run directory: {runs[-1]} (metrics.jsonl, summary.json, table.md, metrics.png, router.png)")
     if len(runs) > 1:
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="optimizer steps per block (default: the preset's)")
     p.add_argument("--radius", type=_positive_float, default=None,
                    help="router radius (init_radius): larger reaches more paraphrases and more unrelated questions")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out the bad edits of --edits instead of stopping at the first; they are counted and "
+                        "listed (record and reason) here and in metrics.json")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -236,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     edit_rows.add_argument("--edit-after", default=None, metavar="VALUE",
                            help="--data-file: rows whose split field is greater than VALUE (numbers as numbers, "
                                 "e.g. a year) are edits, the rest upstream")
+    b.add_argument("--skip-invalid", action="store_true",
+                   help="leave out the bad records of --edits-file / --data-file instead of stopping at the first; "
+                        "they are counted and listed (record and reason) here and in config.json")
     b.add_argument("--out", default=None, help="run directory (default runs/PRESET-METHOD-PROTOCOL-TIME)")
     b.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run in DIR (started by the same command) from its last checkpoint")
@@ -258,8 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     pl.set_defaults(func=plot)
 
     s = sub.add_parser("serve", help="serve completions and take edits over HTTP (OpenAI-shaped, durable)",
-                       description="Serve a causal LM with MELO edits: /v1/completions, /v1/chat/completions, "
-                                   "/v1/edits, /v1/rollback, /v1/stats. Edits are journaled in --adapter DIR.")
+                       description="Serve a causal LM with MELO edits: /v1/completions, /v1/chat/completions "
+                                   "(streamed with stream: true), /v1/models, /v1/edits, /v1/rollback, /v1/stats, "
+                                   "for the openai client and others. Edits are journaled in --adapter DIR.")
     s.add_argument("--model", required=True, help="local HF folder, .gguf file or known name")
     s.add_argument("--adapter", default=None, metavar="DIR",
                    help="adapter + journal + checkpoints folder (its saved adapter gives router and targets)")

@@ -14,12 +14,21 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .chat import Prompt, render
+from .chat import Prompt, render, render_one
 from .config import MeloConfig
 from .errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloLoadError
 from .nethook import execution_device, infer_task
 from .persistence import FORMAT_VERSION, read_adapter, write_adapter
-from .text import check_edit_batch, check_lengths, edit_batch, max_positions, pad_with_eos, tokenize
+from .text import (
+    check_edit_batch,
+    check_lengths,
+    edit_batch,
+    edit_problems,
+    length_problems,
+    max_positions,
+    pad_with_eos,
+    tokenize,
+)
 
 
 @dataclass
@@ -170,12 +179,37 @@ class Editor(nn.Module):
         if cap is not None and self.n_blocks >= cap:
             raise MeloCapacityError(f"max_blocks={cap} reached: cannot add block {self.n_blocks}")
 
+    def invalid_edits(self, prompts: Sequence[Prompt], targets: Sequence[Any]) -> list[tuple[int, str]]:
+        """(index, reason) of every edit of a batch that ``edit`` would refuse, all of them in index order
+        (``edit`` stops at the first); a batch that is not two lists of one length raises MeloEditError."""
+        if self.tokenizer is None:
+            raise MeloEditError(f"this {type(self).__name__} has no tokenizer: pass tokenizer= when creating it")
+        problems = edit_problems(self.task, prompts, targets, getattr(self.base_model.config, "num_labels", None))
+        bad = {i for i, _ in problems}
+        texts, prefixes, kept = [], [], []
+        for i, prompt in enumerate(prompts):
+            if i in bad:
+                continue
+            try:
+                text, span = render_one(self.tokenizer, prompt, f"prompts[{i}]")
+            except MeloEditError as err:
+                problems.append((i, str(err)))
+                continue
+            texts.append(text)
+            prefixes.append(self._target_prefix(span))
+            kept.append(i)
+        problems += length_problems(self.task, self.tokenizer, texts, [targets[i] for i in kept],
+                                    max_positions(self.base_model.config), prefixes, kept)
+        return sorted(problems, key=lambda item: item[0])
+
     def _rendered(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[tuple[int, int] | None], list[str]]:
         """Text of each prompt (chat prompts through the chat template), the span its key is pooled
         over (None: all of it), and what goes between it and its target."""
         texts, spans = render(self.tokenizer, prompts)
-        prefixes = [self.melo_config.target_prefix if span is None else "" for span in spans]
-        return texts, spans, prefixes
+        return texts, spans, [self._target_prefix(span) for span in spans]
+
+    def _target_prefix(self, span: tuple[int, int] | None) -> str:
+        return self.melo_config.target_prefix if span is None else ""  # a chat target follows the assistant marker
 
     def _training_batch(self, prompts: Sequence[Prompt], targets: Sequence[Any]) -> tuple[dict[str, torch.Tensor],
                                                                                            list[tuple]]:

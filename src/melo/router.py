@@ -343,8 +343,7 @@ class Router:
         """A call whose blocks are chosen on the prompt first (keys pass), then fixed: generation."""
         attention_mask = self._mask(input_ids, attention_mask)
         with self.call("keys", key_mask=attention_mask if key_mask is None else key_mask) as call:
-            blocks = call.version.db.lookup(self._keys_in(call, input_ids, attention_mask))
-            call.mode, call.blocks, call.key_mask = "fixed", blocks, None
+            call.mode, call.blocks, call.key_mask = "fixed", self._blocks(call, input_ids, attention_mask), None
             yield call
 
     @property
@@ -397,4 +396,10 @@ class Router:
         """Block id chosen for each row (-1: no block, the base model)."""
         attention_mask = self._mask(input_ids, attention_mask)
         with self.call("keys", key_mask=attention_mask if key_mask is None else key_mask) as call:
-            return call.version.db.lookup(self._keys_in(call, input_ids, attention_mask))
+            return self._blocks(call, input_ids, attention_mask)
+
+    def _blocks(self, call: RoutingCall, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Each row's block; no keys pass while there is no cluster to route to (no edit, or all revoked)."""
+        if call.version.db.n_clusters == 0:
+            return torch.full((input_ids.shape[0],), -1, dtype=torch.long, device=input_ids.device)
+        return call.version.db.lookup(self._keys_in(call, input_ids, attention_mask))

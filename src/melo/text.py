@@ -77,26 +77,47 @@ def pad_with_eos(tokenizer: Any) -> Any:
 
 def check_edit_batch(task: str, prompts: Sequence[str], targets: Sequence[Any], num_labels: int | None = None) -> None:
     """Raise MeloEditError unless ``prompts`` / ``targets`` are one well-formed edit batch for ``task``."""
+    problems = edit_problems(task, prompts, targets, num_labels)
+    if problems:
+        raise MeloEditError(problems[0][1])
+
+
+def edit_problems(task: str, prompts: Sequence[Any], targets: Sequence[Any],
+                  num_labels: int | None = None) -> list[tuple[int, str]]:
+    """(index, reason) of every malformed edit of a batch (the prompts', then the targets'); a batch
+    that is not two lists of the same non-zero length is a MeloEditError."""
     if isinstance(prompts, str) or isinstance(targets, (str, int)):
         raise MeloEditError("prompts and targets must be lists (one batch), not a single string or id")
     if len(prompts) == 0:
         raise MeloEditError("empty edit batch: prompts is empty")
     if len(prompts) != len(targets):
         raise MeloEditError(f"prompts has {len(prompts)} entries but targets has {len(targets)}")
-    for i, p in enumerate(prompts):
-        if is_chat(p) and task == "causal_lm":
+    problems = [(i, reason) for i, p in enumerate(prompts) if (reason := _prompt_problem(task, i, p))]
+    problems += [(i, reason) for i, t in enumerate(targets) if (reason := _target_problem(task, i, t, num_labels))]
+    return problems
+
+
+def _prompt_problem(task: str, i: int, p: Any) -> str | None:
+    if is_chat(p) and task == "causal_lm":
+        try:
             check_messages(p, f"prompts[{i}]")
-            continue
-        if not isinstance(p, str) or not p.strip():
-            raise MeloEditError(f"prompts[{i}] is {p!r}: prompts must be non-empty strings")
-    for i, t in enumerate(targets):
-        if task == "classification":
-            if isinstance(t, bool) or not isinstance(t, int):
-                raise MeloEditError(f"targets[{i}] is {t!r}: classification targets must be class ids (int)")
-            if num_labels is not None and not 0 <= t < num_labels:
-                raise MeloEditError(f"targets[{i}] is {t}: not a class id of a {num_labels}-label model")
-        elif not isinstance(t, str) or not t.strip():
-            raise MeloEditError(f"targets[{i}] is {t!r}: {task} targets must be non-empty strings")
+        except MeloEditError as err:
+            return str(err)
+        return None
+    if not isinstance(p, str) or not p.strip():
+        return f"prompts[{i}] is {p!r}: prompts must be non-empty strings"
+    return None
+
+
+def _target_problem(task: str, i: int, t: Any, num_labels: int | None) -> str | None:
+    if task == "classification":
+        if isinstance(t, bool) or not isinstance(t, int):
+            return f"targets[{i}] is {t!r}: classification targets must be class ids (int)"
+        if num_labels is not None and not 0 <= t < num_labels:
+            return f"targets[{i}] is {t}: not a class id of a {num_labels}-label model"
+    elif not isinstance(t, str) or not t.strip():
+        return f"targets[{i}] is {t!r}: {task} targets must be non-empty strings"
+    return None
 
 
 # RoBERTa-style models number positions from pad_token_id + 1
@@ -139,12 +160,22 @@ def sequence_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets:
 def check_lengths(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
                   max_length: int | None, prefix: str | Sequence[str] = " ") -> None:
     """Raise MeloEditError if an edit's token sequence is longer than ``max_length`` (None: no limit)."""
-    if max_length is None:
-        return
-    for what, i, length in sequence_lengths(task, tokenizer, prompts, targets, prefix):
-        if length > max_length:
-            raise MeloEditError(f"edit {i}: {what} is {length} tokens, longer than the model's "
-                                f"{max_length} positions; shorten it")
+    problems = length_problems(task, tokenizer, prompts, targets, max_length, prefix)
+    if problems:
+        raise MeloEditError(problems[0][1])
+
+
+def length_problems(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],
+                    max_length: int | None, prefix: str | Sequence[str] = " ",
+                    numbers: Sequence[int] | None = None) -> list[tuple[int, str]]:
+    """(index, reason) of every edit with a token sequence longer than ``max_length``; ``numbers``
+    gives each edit's index as reported (default: its position)."""
+    if max_length is None or not prompts:
+        return []
+    numbers = range(len(prompts)) if numbers is None else numbers
+    return [(numbers[i], f"edit {numbers[i]}: {what} is {length} tokens, longer than the model's {max_length} "
+                         "positions; shorten it")
+            for what, i, length in sequence_lengths(task, tokenizer, prompts, targets, prefix) if length > max_length]
 
 
 def edit_batch(task: str, tokenizer: Any, prompts: Sequence[str], targets: Sequence[Any],

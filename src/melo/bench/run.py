@@ -12,7 +12,7 @@ from typing import Any
 from ..baselines import BASELINES, load_baseline, make_baseline
 from ..config import MeloConfig
 from ..data import ClassificationFields, load_task, resolve_data_dir
-from ..data.readers import describe_files
+from ..data.readers import describe_files, describe_skipped
 from ..data.tasks import QA_TASKS, misfit_file
 from ..errors import MeloConfigError, MeloDataError
 from ..evaluation.outputs import check_out_dir
@@ -55,9 +55,11 @@ def _presets_of(task: str) -> str:
 
 
 def check_data(preset: BenchPreset, edits_file: str | Path | None = None, data_file: str | Path | None = None,
-               fields: ClassificationFields | None = None) -> None:
+               fields: ClassificationFields | None = None, skip_invalid: bool = False) -> None:
     """That the user's data files fit the preset's task (``melo.data.tasks.misfit_file``) and exist (nothing
     read, no model needed)."""
+    if skip_invalid and edits_file is None and data_file is None:
+        raise MeloConfigError("--skip-invalid skips the bad records of your --edits-file or --data-file; give one")
     problem = misfit_file(preset.data, edits_file, data_file, fields)
     if problem == "data_file":
         raise MeloConfigError(f"--data-file (labelled texts with a split field) is for classification presets "
@@ -89,21 +91,23 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
               progress: bool = True, melo_overrides: dict[str, Any] | None = None,
               method_options: dict[str, Any] | None = None, model: str | None = None,
               edits_file: str | Path | None = None, data_file: str | Path | None = None,
-              fields: ClassificationFields | None = None, resume: str | Path | None = None,
-              checkpoint_every: int = 100, eval_sample: int | None = None, eval_seed: int = 0) -> Path:
+              fields: ClassificationFields | None = None, skip_invalid: bool = False,
+              resume: str | Path | None = None, checkpoint_every: int = 100, eval_sample: int | None = None,
+              eval_seed: int = 0) -> Path:
     """Run one experiment; ``model`` (a known offline name, .gguf file, folder or hub name; see
     melo.loading) replaces the preset's model, ``edits_file`` its edits (zsRE presets: zsRE format;
     CounterFact presets: EasyEdit's CounterFact format; hallucination: ``{prompt, target, accurate}``
     rows), ``data_file`` with ``fields`` its data
     (classification: labelled texts, edit rows told by a split field; a stand-in is trained on the
-    file's upstream rows). config.json records every data file read with its sha256.
+    file's upstream rows). config.json records every data file read with its sha256. ``skip_invalid``: bad
+    records of the user's file are left out, listed on the terminal and in config.json (``data.skipped``).
 
     The run is checkpointed every ``checkpoint_every`` edits and around each evaluation;
     ``resume`` (a run directory of the same command) continues a run from its last checkpoint.
     ``eval_sample``: lifelong evaluations beyond that many edits score a seeded sample of them."""
     p = bench_preset(preset)
     check_run(p, protocol, method)
-    check_data(p, edits_file, data_file, fields)
+    check_data(p, edits_file, data_file, fields, skip_invalid)
     for name, value in (("n_edits", n_edits), ("edits_per_block", edits_per_block), ("metric_period", metric_period),
                         ("checkpoint_every", checkpoint_every), ("eval_sample", eval_sample)):
         if value is not None and value < 1:
@@ -118,7 +122,9 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
     out_dir = check_out_dir(out if out else Path("runs") / f"{preset}-{method}-{protocol}-{stamp}")
     data_path = resolve_data_dir(data_dir) if data_file is None or data_dir is not None else None
     data = load_task(p.data, data_path, target="alt" if protocol == "lifelong" else "answer",
-                     edits_file=edits_file, data_file=data_file, fields=fields)
+                     edits_file=edits_file, data_file=data_file, fields=fields, skip_invalid=skip_invalid)
+    if data.skipped:
+        print(describe_skipped(edits_file or data_file, data.skipped), flush=True)
     config = None if p.melo is None else MeloConfig(**{**p.melo(), **(melo_overrides or {})})
     if model is not None:
         from ..loading import load_model
@@ -151,7 +157,8 @@ def run_bench(preset: str, protocol: str = "sequential", method: str = "melo", n
         "data_file": None if data_file is None else str(data_file),
         "data": {"task": data.name, "kind": data.kind, "files": describe_files(data.files), "options": data.options,
                  "label_names": data.label_names, "n_edits": len(data.edits), "n_upstream": len(data.upstream),
-                 "n_accurate": len(data.accurate)},
+                 "n_accurate": len(data.accurate), "skip_invalid": skip_invalid, "n_skipped": len(data.skipped),
+                 "skipped": data.skipped},
         "melo": config.to_dict(), "method_options": options, "settings": asdict(settings), "notes": p.notes,
     }
     load = MeloModel.from_pretrained if method == "melo" else load_baseline

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..errors import MeloDataError
 from .locate import SCOTUS_FILE, SCOTUS_HUB, missing_file, require_file, resolve_data_dir
-from .readers import get_field, table_rows
+from .readers import get_field, parse_records, table_rows
 from .records import Record, TaskData
 
 _LOG = logging.getLogger(__name__)
@@ -129,9 +129,9 @@ def _after(split_at: Any) -> Callable[[Any], bool]:
     return lambda value: not _at_most(value, split_at)
 
 
-def _read_rows(path: Path, text_field: str, label_field: str, split_field: str) -> list[tuple[str, str, Any, Any]]:
-    rows = []
-    for where, row in table_rows(path):
+def _read_rows(path: Path, text_field: str, label_field: str, split_field: str,
+               skipped: list[dict[str, str]] | None = None) -> list[tuple[str, str, Any, Any]]:
+    def parse(where: str, row: Any) -> tuple[str, str, Any, Any]:
         text = get_field(path, where, row, text_field)
         if not isinstance(text, str):
             raise MeloDataError(f"{path}: {where}: field {text_field!r} should be text, got {text!r:.80}")
@@ -140,7 +140,9 @@ def _read_rows(path: Path, text_field: str, label_field: str, split_field: str) 
             raise MeloDataError(
                 f"{path}: {where}: field {label_field!r} should be a class name or id, got {label!r:.80}"
             )
-        rows.append((where, text, label, get_field(path, where, row, split_field)))
+        return where, text, label, get_field(path, where, row, split_field)
+
+    rows = parse_records(path, table_rows(path, skipped), parse, skipped)
     if not rows:
         raise MeloDataError(f"{path}: no rows")
     return rows
@@ -198,6 +200,7 @@ def classification_task(
     name: str | None = None,
     allow_new_labels: bool = False,
     dedupe: bool = True,
+    skipped: list[dict[str, str]] | None = None,
 ) -> TaskData:
     """A classification task from a JSON list, JSON lines or CSV file of labelled texts.
 
@@ -207,10 +210,11 @@ def classification_task(
     no row is an edit, no row is upstream, or (unless ``allow_new_labels``) an edit's label occurs
     in no upstream row (the model learns its classes upstream: usually a misspelt label).
     ``files`` is ``{"data": path}`` and ``options`` the fields; ``name`` defaults to the file name.
+    With ``skipped`` a bad row is listed there and left out (``--skip-invalid``).
     """
     fields = fields or ClassificationFields()
     path = require_file(path)
-    rows = _read_rows(path, fields.text_field, fields.label_field, fields.split_field)
+    rows = _read_rows(path, fields.text_field, fields.label_field, fields.split_field, skipped)
     is_edit = fields.is_edit()
     upstream, edits, names = _split_classification(path, rows, fields.text_field, is_edit, dedupe)
     n_edit_rows = sum(is_edit(split) for *_, split in rows)

@@ -10,23 +10,25 @@ same true object), so a router that matches the relation alone captures it. ``fa
 from __future__ import annotations
 
 import os
-from itertools import islice
 
 from .locate import require_file
-from .readers import get_field, json_records
+from .readers import get_field, json_records, parse_records
 from .records import Record
 
 FIELDS = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
           "locality_ground_truth")
 
 
-def load_counterfact(path: str | os.PathLike, limit: int | None = None) -> list[Record]:
-    """The first ``limit`` CounterFact cases of a JSON list or JSON lines file, in file order."""
+def load_counterfact(path: str | os.PathLike, limit: int | None = None,
+                     skipped: list[dict[str, str]] | None = None) -> list[Record]:
+    """The first ``limit`` CounterFact cases of a JSON list or JSON lines file, in file order; with
+    ``skipped`` a bad case is listed there and left out (``--skip-invalid``)."""
     path = require_file(path)
-    out: list[Record] = []
-    for where, rec in islice(json_records(path), limit):
+
+    def parse(where: str, rec: object) -> Record:
         text = {name: get_field(path, where, rec, name, str).strip() for name in FIELDS}
-        out.append(Record(text["prompt"], text["target_new"], [text["rephrase_prompt"]],
-                          f"{text['subject']}||{text['ground_truth']}", [text["target_new"]],
-                          text["locality_prompt"], text["locality_ground_truth"]))
-    return out
+        return Record(text["prompt"], text["target_new"], [text["rephrase_prompt"]],
+                      f"{text['subject']}||{text['ground_truth']}", [text["target_new"]],
+                      text["locality_prompt"], text["locality_ground_truth"])
+
+    return parse_records(path, json_records(path, skipped), parse, skipped, limit)

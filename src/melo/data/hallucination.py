@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import MeloDataError
 from .locate import CONCEPTS_FILE, HALLUCINATION_FILE, WEBTEXT_FILE, require_file, resolve_data_dir
-from .readers import get_field, json_records, read_text, string_list, table_rows
+from .readers import get_field, json_records, parse_records, read_text, string_list, table_rows
 from .records import Record, TaskData
 from .sentences import split_sentences
 
@@ -49,15 +49,20 @@ def _flag(path: object, where: str, row: dict, name: str) -> bool:
     raise MeloDataError(f"{path}: {where}: field {name!r} should be true or false, got {value!r:.80}")
 
 
-def load_hallucination_edits(path: str | os.PathLike) -> tuple[list[Record], list[Record]]:
-    """(edits, accurate) from a user's rows ``{"prompt", "target", "accurate"}`` (see the module docstring)."""
+def load_hallucination_edits(path: str | os.PathLike,
+                             skipped: list[dict[str, str]] | None = None) -> tuple[list[Record], list[Record]]:
+    """(edits, accurate) from a user's rows ``{"prompt", "target", "accurate"}`` (see the module docstring);
+    with ``skipped`` a bad row is listed there and left out (``--skip-invalid``)."""
     path = require_file(path)
-    edits: list[Record] = []
-    accurate: list[Record] = []
-    for where, row in table_rows(path):
+
+    def parse(where: str, row: object) -> tuple[bool, Record]:
         prompt = get_field(path, where, row, "prompt", str)
         target = get_field(path, where, row, "target", str)
-        (accurate if _flag(path, where, row, "accurate") else edits).append(Record(prompt, target))
+        return _flag(path, where, row, "accurate"), Record(prompt, target)
+
+    rows = parse_records(path, table_rows(path, skipped), parse, skipped)
+    edits = [record for is_accurate, record in rows if not is_accurate]
+    accurate = [record for is_accurate, record in rows if is_accurate]
     if not edits:
         raise MeloDataError(f"{path}: no edits: every row is marked accurate (or the file has no rows)")
     return edits, accurate
@@ -70,7 +75,8 @@ def _webtext_upstream(root: Path) -> tuple[Path, list[Record]]:
 
 
 def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | None = None,
-                       edits_file: str | os.PathLike | None = None) -> TaskData:
+                       edits_file: str | os.PathLike | None = None,
+                       skipped: list[dict[str, str]] | None = None) -> TaskData:
     """The hallucination task exactly as GRACE builds it (see the module docstring).
 
     Edits (inaccurate GPT-3 sentences -> Wikipedia sentence), ``originals`` (the same prompts
@@ -78,11 +84,12 @@ def load_hallucination(data_dir: str | os.PathLike | None = None, limit: int | N
     ``hallucination/*``; upstream from ``webtext/webtext.test.jsonl`` as records with an empty
     prompt and the text as target (GRACE scores the whole text; it uses 1000 texts of
     openwebtext-10k). ``limit`` keeps the first edits (and originals); ARR and upstream stay whole.
-    ``edits_file`` takes edits and ARR from the user's rows instead (:func:`load_hallucination_edits`; no originals).
+    ``edits_file`` takes edits and ARR from the user's rows instead (:func:`load_hallucination_edits`; no originals;
+    ``skipped`` as there).
     """
     root = resolve_data_dir(data_dir)
     if edits_file is not None:
-        edits, accurate = load_hallucination_edits(edits_file)
+        edits, accurate = load_hallucination_edits(edits_file, skipped)
         webtext_path, upstream = _webtext_upstream(root)
         return TaskData("hallucination", "hallucination", edits[:limit] if limit is not None else edits, upstream,
                         accurate, files={"edits": str(require_file(edits_file)), "upstream": str(webtext_path)})

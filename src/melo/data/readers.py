@@ -7,12 +7,14 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import MeloDataError
 from .locate import require_file
+
+T = TypeVar("T")
 
 
 def read_text(path: Path) -> str:
@@ -24,8 +26,9 @@ def read_text(path: Path) -> str:
         raise MeloDataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def json_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
-    """(where, record) for a JSON list, a JSON object or JSON lines; ``where`` is 'line N' or 'record N'."""
+def json_records(path: str | os.PathLike, skipped: list[dict[str, str]] | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, record) for a JSON list, a JSON object or JSON lines; ``where`` is 'line N' or 'record N'.
+    A JSON line that does not parse is an error, or with ``skipped`` listed there (see :func:`parse_records`)."""
     path = require_file(path)
     text = read_text(path)
     stripped = text.lstrip()
@@ -47,9 +50,45 @@ def json_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
         if not line.strip():
             continue
         try:
-            yield f"line {number}", json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise MeloDataError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+            if skipped is None:
+                raise MeloDataError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+            skipped.append({"record": f"line {number}", "reason": f"invalid JSON ({exc.msg})"})
+            continue
+        yield f"line {number}", record
+
+
+def parse_records(path: Path | str, records: Iterable[tuple[str, Any]], parse: Callable[[str, Any], T],
+                  skipped: list[dict[str, str]] | None = None, limit: int | None = None) -> list[T]:
+    """``parse(where, record)`` of each record, up to ``limit`` results. A record ``parse`` refuses (a
+    MeloDataError) stops the load; with ``skipped`` (``--skip-invalid``) it is left out and listed there
+    as ``{"record": where, "reason": ...}``, and the load goes on."""
+    out: list[T] = []
+    if limit is not None and limit <= 0:
+        return out
+    for where, record in records:  # read no further than the limit: a bad record after it is no error
+        try:
+            out.append(parse(where, record))
+        except MeloDataError as err:
+            if skipped is None:
+                raise
+            reason = str(err)
+            prefix = f"{path}: {where}: "
+            skipped.append({"record": where, "reason": reason[len(prefix):] if reason.startswith(prefix) else reason})
+            continue
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def describe_skipped(path: Path | str, skipped: list[dict[str, str]], shown: int = 20) -> str:
+    """Terminal lines for the records ``--skip-invalid`` left out of ``path``: the count, then each."""
+    lines = [f"--skip-invalid: {len(skipped)} invalid record{'s' if len(skipped) != 1 else ''} of {path} skipped"]
+    lines += [f"  {s['record']}: {s['reason']}" for s in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  ... and {len(skipped) - shown} more (all listed in the run's files)")
+    return "\n".join(lines)
 
 
 def get_field(path: Path | str, where: str, record: Any, name: str,
@@ -78,7 +117,7 @@ def string_list(path: Path | str, where: str, name: str, values: Any, strip: boo
     return [v.strip() for v in values] if strip else list(values)
 
 
-def table_rows(path: Path) -> Iterator[tuple[str, Any]]:
+def table_rows(path: Path, skipped: list[dict[str, str]] | None = None) -> Iterator[tuple[str, Any]]:
     """(where, row) of a CSV / TSV file (by suffix), else of JSON records as :func:`json_records`."""
     if path.suffix.lower() in (".csv", ".tsv"):
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -89,7 +128,7 @@ def table_rows(path: Path) -> Iterator[tuple[str, Any]]:
         except csv.Error as err:
             raise MeloDataError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
     else:
-        yield from json_records(path)
+        yield from json_records(path, skipped)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

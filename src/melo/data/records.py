@@ -40,7 +40,7 @@ class TaskData:
     Provenance (not compared by ``==``): ``files`` maps a role (``"edits"``, ``"upstream"``,
     ``"data"``, ...) to the path of each file the records were read from, and ``options`` holds the
     loader settings that shaped them (fields, split); a stand-in's cache key and a run's config
-    are built from both.
+    are built from both. ``skipped`` lists the records of the user's file that ``skip_invalid`` left out.
     """
 
     name: str
@@ -52,4 +52,5 @@ class TaskData:
     originals: list[Record] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict, compare=False)
     options: dict[str, Any] = field(default_factory=dict, compare=False)
+    skipped: list[dict[str, str]] = field(default_factory=list, compare=False)  # --skip-invalid: {record, reason}
 

@@ -50,7 +50,7 @@ def check_task_files(name: str, edits_file: object = None, data_file: object = N
 def load_task(
     name: str, data_dir: str | os.PathLike | None = None, n_edits: int | None = None, target: str = "answer",
     edits_file: str | os.PathLike | None = None, data_file: str | os.PathLike | None = None,
-    fields: ClassificationFields | None = None,
+    fields: ClassificationFields | None = None, skip_invalid: bool = False,
 ) -> TaskData:
     """One of the paper's tasks by name, with at most ``n_edits`` edits (the first ones, file order).
 
@@ -64,25 +64,32 @@ def load_task(
     (:func:`classification_task` with ``fields``; no data directory needed).
     ``"hallucination"``: :func:`load_hallucination`; ``edits_file`` reads edits and ARR from the
     user's ``{prompt, target, accurate}`` rows instead.
-    ``TaskData.files`` names every file read.
+    ``TaskData.files`` names every file read. ``skip_invalid``: a bad record of ``edits_file`` or
+    ``data_file`` is left out and listed in ``TaskData.skipped`` instead of stopping the load.
     """
     check_task_files(name, edits_file, data_file, fields)
     if target not in ("answer", "alt"):
         raise MeloDataError(f"target {target!r} is neither 'answer' (MELO/GRACE) nor 'alt' (WISE)")
+    if skip_invalid and edits_file is None and data_file is None:
+        raise MeloDataError("skip_invalid skips bad records of your edits_file or data_file; give one")
+    skipped: list[dict[str, str]] | None = [] if skip_invalid else None
     if name in QA_TASKS:
         root = resolve_data_dir(data_dir)
         if name == "zsre":
             edits_path = edits_file or first_file(root, ZSRE_FILES)
-            edits = load_zsre(edits_path, target=target, limit=n_edits)
+            edits = load_zsre(edits_path, target=target, limit=n_edits, skipped=skipped)
         else:
             edits_path = edits_file or root / COUNTERFACT_FILE
-            edits = load_counterfact(edits_path, limit=n_edits)
+            edits = load_counterfact(edits_path, limit=n_edits, skipped=skipped)
         upstream_path = first_file(root, NQ_FILES)
-        return TaskData(name, "qa", edits, load_nq(upstream_path), files={
+        task = TaskData(name, "qa", edits, load_nq(upstream_path), files={
             "edits": str(edits_path), "upstream": str(upstream_path)})
-    if name == "scotus":
-        task = classification_task(data_file, fields) if data_file is not None else load_scotus(data_dir)
+    elif name == "scotus":
+        task = classification_task(data_file, fields, skipped=skipped) if data_file is not None \
+            else load_scotus(data_dir)
         if n_edits is not None:
             task.edits = task.edits[:n_edits]
-        return task
-    return load_hallucination(data_dir, limit=n_edits, edits_file=edits_file)
+    else:
+        task = load_hallucination(data_dir, limit=n_edits, edits_file=edits_file, skipped=skipped)
+    task.skipped = skipped or []
+    return task

@@ -14,16 +14,16 @@
 from __future__ import annotations
 
 import os
-from itertools import islice
 from pathlib import Path
 
 from ..errors import MeloDataError
 from .locate import require_file
-from .readers import get_field, json_records, string_list
+from .readers import get_field, json_records, parse_records, string_list
 from .records import Record
 
 
-def load_zsre(path: str | os.PathLike, target: str = "answer", limit: int | None = None) -> list[Record]:
+def load_zsre(path: str | os.PathLike, target: str = "answer", limit: int | None = None,
+              skipped: list[dict[str, str]] | None = None) -> list[Record]:
     """zsRE edit records from the MEND-format JSON or GRACE's ``filtered_rephrases`` JSONL (auto-detected).
 
     ``target="answer"`` (MELO/GRACE) edits towards the true answer ``answers[0]`` and keeps all
@@ -32,24 +32,25 @@ def load_zsre(path: str | os.PathLike, target: str = "answer", limit: int | None
     ``subject || answers[0]`` (GRACE format, which has no subject: ``input || answer``), so
     records that restate one fact share it. MEND ``loc`` (prefix ``nq question: `` removed) is
     the record's ``locality_prompt``. Texts are stripped of surrounding whitespace. The first
-    ``limit`` records in file order.
+    ``limit`` records in file order. With ``skipped`` (a list) a bad record is listed there and left
+    out instead of stopping the load (``--skip-invalid``; :func:`melo.data.readers.parse_records`).
     """
     if target not in ("answer", "alt"):
         raise MeloDataError(f"zsRE target {target!r} is neither 'answer' (MELO/GRACE) nor 'alt' (WISE)")
     path = require_file(path)
-    out: list[Record] = []
-    for where, rec in islice(json_records(path), limit):
+
+    def parse(where: str, rec: object) -> Record:
         if isinstance(rec, dict) and "src" in rec:
-            out.append(_mend_record(path, where, rec, target))
-        elif isinstance(rec, dict) and "input" in rec:
-            out.append(_grace_zsre_record(path, where, rec, target))
-        else:
-            fields = ", ".join(map(str, rec)) if isinstance(rec, dict) else type(rec).__name__
-            raise MeloDataError(
-                f"{path}: {where}: not a zsRE record: needs field 'src' (MEND format: src, answers, rephrase, "
-                f"alt, loc) or 'input' (GRACE format: input, output, filtered_rephrases); has {fields}"
-            )
-    return out
+            return _mend_record(path, where, rec, target)
+        if isinstance(rec, dict) and "input" in rec:
+            return _grace_zsre_record(path, where, rec, target)
+        fields = ", ".join(map(str, rec)) if isinstance(rec, dict) else type(rec).__name__
+        raise MeloDataError(
+            f"{path}: {where}: not a zsRE record: needs field 'src' (MEND format: src, answers, rephrase, "
+            f"alt, loc) or 'input' (GRACE format: input, output, filtered_rephrases); has {fields}"
+        )
+
+    return parse_records(path, json_records(path, skipped), parse, skipped, limit)
 
 
 def _mend_record(path: Path, where: str, rec: dict, target: str) -> Record:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..data.readers import describe_skipped
 from .facts import chat
 from .measure import Asker, controls_of, fact_controls, measure
 from .report import LOCALITY_LABELS, fmt, plot, print_chat_examples, print_examples
@@ -67,8 +68,12 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
         from .facts import FACTS_PRESET
 
         config = preset_config(FACTS_PRESET, **overrides(opts))
+    skipped: list[dict[str, str]] = []
     if opts.edits:
-        cases = read_edits_file(opts.edits, classification=task_of(config) == "classification")
+        cases = read_edits_file(opts.edits, classification=task_of(config) == "classification",
+                                skipped=skipped if opts.skip_invalid else None)
+        if skipped:
+            say(describe_skipped(opts.edits, skipped))
     elif demo == "facts":
         from .facts import DEFAULT_FACTS, edit_cases, load_facts
 
@@ -153,6 +158,8 @@ def _run_demo(opts: DemoOptions) -> dict[str, Any]:
                "pre": pre, "post": {key: post[key] for _, key in rows},
                "edit_seconds": round(edit_seconds, 2), "stats": stats, "curve": curve,
                "config": subject.config.to_dict()}
+    if opts.skip_invalid:
+        summary.update(n_skipped=len(skipped), skipped=skipped)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (out / "answers.jsonl").open("w") as f:
         for i, c in enumerate(cases):

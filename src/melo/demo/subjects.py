@@ -33,6 +33,7 @@ class DemoOptions:
     world: str | None = None  # a world file (implies the world demo)
     demo: str = "facts"  # "facts" (SmolLM2 and the built-in facts) or "world" (the fictional world)
     measure_every: int | None = None  # edits between measurements (default: every block; facts demo: the end)
+    skip_invalid: bool = False  # bad edits of --edits are left out and listed, not an error
 
 
 @dataclass
@@ -147,6 +148,8 @@ def check_options(opts: DemoOptions) -> None:
             raise MeloConfigError(f"{name} must be at least 1, got {value}")
     if opts.radius is not None and not opts.radius > 0:
         raise MeloConfigError(f"--radius must be positive, got {opts.radius}")
+    if opts.skip_invalid and not opts.edits:
+        raise MeloConfigError("--skip-invalid skips the bad records of an --edits file; give one")
     if opts.preset and not opts.model:
         raise MeloConfigError("--preset names the layers of a --model; the built-in demos have their own settings")
     choose_demo(opts)

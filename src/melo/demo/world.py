@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..data.readers import get_field, read_text, string_list
+from ..data.readers import get_field, parse_records, read_text, string_list
 from ..errors import MeloDataError
 
 PROMPT_FIELDS = ("prompt", "question", "src")
@@ -162,11 +162,13 @@ def _class_id(target: Any, where: str) -> int:
                         f"got {target!r}")
 
 
-def read_edits_file(path: str | Path, classification: bool = False) -> list[EditCase]:
+def read_edits_file(path: str | Path, classification: bool = False,
+                    skipped: list[dict[str, str]] | None = None) -> list[EditCase]:
     """Edits from a JSON list, JSONL or CSV file with ``prompt``, ``target`` and optional
     ``rephrase`` / ``locality`` (a string, a list, or in CSV ``|``-separated strings).
 
-    Errors name the file, the line (JSONL, CSV) or item (JSON) and the field.
+    Errors name the file, the line (JSONL, CSV) or item (JSON) and the field; with ``skipped`` (a
+    list, ``--skip-invalid``) a bad edit is listed there as ``{record, reason}`` and left out.
     """
     path = Path(path)
     if not path.is_file():
@@ -181,7 +183,7 @@ def read_edits_file(path: str | Path, classification: bool = False) -> list[Edit
                 raise MeloDataError(f"{path}: line 1: the CSV header needs a 'prompt' and a 'target' column, "
                                     f"got {reader.fieldnames}")
             for row in reader:
-                rows.append((f"{path}: line {reader.line_num}", row))
+                rows.append((f"line {reader.line_num}", row))
         except csv.Error as err:
             raise MeloDataError(f"{path}: line {reader.line_num}: not valid CSV ({err})") from None
     elif suffix == ".jsonl":
@@ -189,9 +191,11 @@ def read_edits_file(path: str | Path, classification: bool = False) -> list[Edit
             if not line.strip():
                 continue
             try:
-                rows.append((f"{path}: line {n}", json.loads(line)))
+                rows.append((f"line {n}", json.loads(line)))
             except json.JSONDecodeError as err:
-                raise MeloDataError(f"{path}: line {n}: not valid JSON ({err.msg})") from None
+                if skipped is None:
+                    raise MeloDataError(f"{path}: line {n}: not valid JSON ({err.msg})") from None
+                skipped.append({"record": f"line {n}", "reason": f"not valid JSON ({err.msg})"})
     elif suffix == ".json":
         try:
             data = json.loads(text)
@@ -201,10 +205,10 @@ def read_edits_file(path: str | Path, classification: bool = False) -> list[Edit
             data = data["edits"]
         if not isinstance(data, list):
             raise MeloDataError(f"{path}: expected a list of edits (or an object with an 'edits' list)")
-        rows = [(f"{path}: item {i}", row) for i, row in enumerate(data)]
+        rows = [(f"item {i}", row) for i, row in enumerate(data)]
     else:
         raise MeloDataError(f"{path}: unknown edits file type {suffix!r}; use .json, .jsonl or .csv")
-    cases = [_case(row, where, classification) for where, row in rows]
+    cases = parse_records(path, rows, lambda where, row: _case(row, f"{path}: {where}", classification), skipped)
     if not cases:
-        raise MeloDataError(f"{path}: no edits found")
+        raise MeloDataError(f"{path}: no edits found" + (f" ({len(skipped)} invalid ones skipped)" if skipped else ""))
     return cases

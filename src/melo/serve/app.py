@@ -4,84 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, model_validator
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..chat import Prompt, render
 from ..errors import MeloCapacityError, MeloConfigError, MeloEditError, MeloError
+from .generation import Choice, Completion, Counters
+from .schema import (
+    ChatRequest,
+    CompletionRequest,
+    EditRow,
+    EditsRequest,
+    EditsResponse,
+    Message,
+    RollbackRequest,
+    SamplingRequest,
+)
 from .service import EditService, Limits, QueueFullError, ServiceFailedError
 
+log = logging.getLogger("melo.serve")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-# ---- request / response models --------------------------------------------------------------------
-class Message(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=100_000)
-
-
-class SamplingRequest(BaseModel):
-    model: str | None = None  # accepted for OpenAI clients, ignored
-    max_tokens: int = Field(16, ge=1)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    n: int = Field(1, ge=1)
-    stop: str | list[str] | None = None
-
-
-class CompletionRequest(SamplingRequest):
-    prompt: str = Field(min_length=1)
-
-
-class ChatRequest(SamplingRequest):
-    messages: list[Message] = Field(min_length=1)
-
-
-class EditItem(BaseModel):
-    prompt: str | None = Field(None, min_length=1)
-    messages: list[Message] | None = Field(None, min_length=1)
-    target: str = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def one_prompt(self) -> "EditItem":
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of prompt and messages")
-        return self
-
-
-class EditsRequest(BaseModel):
-    edits: list[EditItem] = Field(min_length=1)
-
-
-class RollbackRequest(BaseModel):
-    n_blocks: int = Field(ge=0)
-
-
-class EditsResponse(BaseModel):
-    ids: list[int]
-    block: int
-    added: int
-    expanded: int
-    conflicts: int
-    forgotten: list[int]
-
-
-class EditRow(BaseModel):
-    id: int
-    prompt: str | list[dict[str, str]]
-    target: str
-    block: int
-    status: str
-    reason: str | None
-    created: float
 
 
 # ---- body size limit -------------------------------------------------------------------------------
@@ -117,6 +69,22 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+# ---- server-sent events ----------------------------------------------------------------------------
+class EventStream(StreamingResponse):
+    """A ``text/event-stream`` response; ``cancel`` is set however it ends (done, error or the client
+    gone: Starlette cancels the stream when it reads the disconnect), which stops the generation."""
+
+    def __init__(self, events: Any, cancel: threading.Event):
+        super().__init__(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.cancel = cancel
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.cancel.set()
+
+
 # ---- app factory ------------------------------------------------------------------------------------
 def create_app(service: EditService, token: str | None = None) -> FastAPI:
     """The app serving ``service``; with ``token`` every /v1 route needs ``Authorization: Bearer <token>``."""
@@ -142,9 +110,13 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
     app = FastAPI(title="melo serve", lifespan=lifespan, dependencies=[Depends(authorized)], **docs)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
+    counters = Counters()
+    started = int(time.time())
+
     def check_sampling(req: SamplingRequest, prompt: Prompt) -> tuple[int, list[str]]:
-        if req.max_tokens > limits.max_tokens:
-            raise HTTPException(400, f"max_tokens {req.max_tokens} is over the limit {limits.max_tokens}")
+        max_tokens = req.limit
+        if max_tokens > limits.max_tokens:
+            raise HTTPException(400, f"max_tokens {max_tokens} is over the limit {limits.max_tokens}")
         if req.n > limits.max_n:
             raise HTTPException(400, f"n {req.n} is over the limit {limits.max_n}")
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
@@ -155,30 +127,72 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
         if n_prompt == 0:
             raise HTTPException(400, "the prompt tokenizes to no tokens")
         room = service.max_positions
-        if room is not None and n_prompt + req.max_tokens > room:
-            raise HTTPException(400, f"prompt ({n_prompt} tokens) + max_tokens ({req.max_tokens}) is over the "
+        if room is not None and n_prompt + max_tokens > room:
+            raise HTTPException(400, f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) is over the "
                                      f"model's {room} positions")
         return n_prompt, stops
 
-    def complete(req: SamplingRequest, prompt: Prompt) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    def completion(req: SamplingRequest, prompt: Prompt,
+                   cancel: threading.Event | None = None) -> tuple[Completion, int]:
+        """The request's completion, checked and ready to run, and its prompt's length in tokens."""
         n_prompt, stops = check_sampling(req, prompt)
         sampling = {"do_sample": True, "temperature": req.temperature} if req.temperature > 0 else {"do_sample": False}
+        return Completion(service.model, prompt, req.n, req.limit, sampling, stops, cancel=cancel), n_prompt
+
+    def usage(job: Completion, n_prompt: int) -> dict[str, int]:
+        prompt_tokens = n_prompt * job.n
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": job.n_completion_tokens,
+                "total_tokens": prompt_tokens + job.n_completion_tokens}
+
+    def complete(req: SamplingRequest, prompt: Prompt) -> tuple[list[Choice], dict[str, int]]:
+        job, n_prompt = completion(req, prompt)
         try:
-            texts = service.model.generate_text([prompt] * req.n, max_new_tokens=req.max_tokens, **sampling)
+            choices = counters.run(job)
         except MeloError as err:
             raise HTTPException(400, str(err)) from err
-        choices, n_completion = [], 0
-        for text in texts:
-            cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-            n_tokens = len(service.tokenizer(text, add_special_tokens=False)["input_ids"])
-            n_completion += n_tokens
-            if cut >= 0:
-                choices.append((text[:cut], "stop"))
-            else:
-                choices.append((text, "length" if n_tokens >= req.max_tokens else "stop"))
-        usage = {"prompt_tokens": n_prompt * req.n, "completion_tokens": n_completion,
-                 "total_tokens": n_prompt * req.n + n_completion}
-        return choices, usage
+        return choices, usage(job, n_prompt)
+
+    def stream(req: SamplingRequest, prompt: Prompt, kind: str, prefix: str,
+               choice: Callable[[int, str | None, str | None], dict[str, Any]], chat: bool) -> EventStream:
+        """Server-sent events of the completion: OpenAI chunks (``choice(row, text, finish_reason)``),
+        then ``data: [DONE]``. Checked before the response starts, so bad input is still a 4xx."""
+        cancel = threading.Event()
+        job, n_prompt = completion(req, prompt, cancel=cancel)
+        head = envelope(kind, prefix)
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+
+        def chunk(*choices: dict[str, Any], **extra: Any) -> str:
+            return f"data: {json.dumps({**head, 'choices': list(choices), **extra})}\n\n"
+
+        async def events():
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue = asyncio.Queue()
+            job.emit = lambda *item: loop.call_soon_threadsafe(queue.put_nowait, item)  # from the generation thread
+            running = loop.run_in_executor(None, counters.run, job)
+            running.add_done_callback(lambda done: ended(done, queue))
+            if chat:
+                yield chunk(*(choice(row, None, None) for row in range(job.n)))
+            while (item := await queue.get()) is not None:
+                row, text, reason = item
+                if text:
+                    yield chunk(choice(row, text, None))
+                if reason is not None:
+                    yield chunk(choice(row, "", reason))
+            try:
+                running.result()
+            except MeloError as err:
+                yield f"data: {json.dumps({'error': {'message': str(err), 'type': 'invalid_request_error'}})}\n\n"
+                return
+            if include_usage:
+                yield chunk(usage=usage(job, n_prompt))
+            yield "data: [DONE]\n\n"
+
+        return EventStream(events(), cancel)
+
+    def ended(done: asyncio.Future, queue: asyncio.Queue) -> None:
+        if not done.cancelled() and done.exception() is not None:  # raised again below, unless the client left
+            log.debug("a streamed completion failed: %r", done.exception())
+        queue.put_nowait(None)
 
     def envelope(kind: str, prefix: str) -> dict[str, Any]:
         return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()),
@@ -189,17 +203,44 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
         return {"status": "ok" if service.failure is None else "failed"}
 
     @app.post("/v1/completions")
-    def completions(req: CompletionRequest) -> dict[str, Any]:
-        choices, usage = complete(req, req.prompt)
-        return {**envelope("text_completion", "cmpl"), "usage": usage,
-                "choices": [{"index": i, "text": t, "finish_reason": f} for i, (t, f) in enumerate(choices)]}
+    def completions(req: CompletionRequest) -> Any:
+        if req.stream:
+            return stream(req, req.prompt, "text_completion", "cmpl", lambda row, text, reason: {
+                "index": row, "text": text or "", "logprobs": None, "finish_reason": reason}, chat=False)
+        choices, used = complete(req, req.prompt)
+        return {**envelope("text_completion", "cmpl"), "usage": used,
+                "choices": [{"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+                            for i, c in enumerate(choices)]}
 
     @app.post("/v1/chat/completions")
-    def chat_completions(req: ChatRequest) -> dict[str, Any]:
-        choices, usage = complete(req, chat_messages(req.messages))
-        return {**envelope("chat.completion", "chatcmpl"), "usage": usage,
-                "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
-                            for i, (t, f) in enumerate(choices)]}
+    def chat_completions(req: ChatRequest) -> Any:
+        messages = chat_messages(req.messages)
+        if req.stream:
+            return stream(req, messages, "chat.completion.chunk", "chatcmpl", chat_delta, chat=True)
+        choices, used = complete(req, messages)
+        return {**envelope("chat.completion", "chatcmpl"), "usage": used,
+                "choices": [{"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+                             "finish_reason": c.finish_reason} for i, c in enumerate(choices)]}
+
+    def chat_delta(row: int, text: str | None, reason: str | None) -> dict[str, Any]:
+        """A chat chunk's choice: the role first (``text`` None), then content, then the finish reason."""
+        delta = {"role": "assistant", "content": ""} if text is None and reason is None else {}
+        if text:
+            delta["content"] = text
+        return {"index": row, "delta": delta, "logprobs": None, "finish_reason": reason}
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    def model(model_id: str) -> dict[str, Any]:
+        if model_id != service.name:
+            raise HTTPException(404, f"no model {model_id!r}; this server serves {service.name!r}")
+        return model_card()
+
+    def model_card() -> dict[str, Any]:
+        return {"id": service.name, "object": "model", "created": started, "owned_by": "melo"}
 
     def chat_messages(messages: list[Message]) -> list[dict[str, str]]:
         """Messages as MeloModel takes them (rendered through the chat template, keyed on the user's text)."""
@@ -230,8 +271,16 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
         if len(req.edits) > limits.max_edits_per_batch:
             raise HTTPException(413, f"{len(req.edits)} edits in one batch; the limit is "
                                      f"{limits.max_edits_per_batch}")
-        prompts = [e.prompt if e.prompt is not None else chat_messages(e.messages) for e in req.edits]
-        return await run_op("edit", {"prompts": prompts, "targets": [e.target for e in req.edits]})
+        prompts = [e.prompt if e.prompt is not None else [m.model_dump() for m in e.messages] for e in req.edits]
+        targets = [e.target for e in req.edits]
+        invalid = await asyncio.to_thread(service.model.invalid_edits, prompts, targets)
+        if invalid:  # the whole batch is refused, every bad item named
+            listed = "; ".join(f"edits[{i}]: {reason}" for i, reason in invalid)
+            return JSONResponse({"detail": f"{len({i for i, _ in invalid})} of {len(prompts)} edits are invalid, "
+                                           f"nothing was applied: {listed}",
+                                 "invalid": [{"index": i, "reason": reason} for i, reason in invalid]},
+                                status_code=400)
+        return await run_op("edit", {"prompts": prompts, "targets": targets})
 
     @app.get("/v1/edits")
     def list_edits() -> dict[str, list[EditRow]]:
@@ -248,7 +297,7 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
 
     @app.get("/v1/stats")
     def stats() -> dict[str, Any]:
-        return service.stats()
+        return {**service.stats(), **counters.stats()}
 
     return app
 
