@@ -18,6 +18,7 @@ import time
 import torch
 from _common import alternate, fill_db, median_ms, report, wait_quiet
 
+from melo.memory import tensor_bytes
 from melo.router import VectorDatabase
 
 
@@ -83,7 +84,8 @@ def main() -> None:
         melo_ms = median_ms(samples["melo"]) / per
         orig_ms = median_ms(samples["original"]) if first else None
         index_mb = sum(t.numel() * t.element_size() for t in db._lookup_index().values()) / 2**20
-        rows.append([dim, n, args.batch, melo_ms, melo_ms / args.batch, db.nbytes() / 2**20, index_mb, build_ms,
+        db_mb = tensor_bytes(db.tensors().values()) / 2**20
+        rows.append([dim, n, args.batch, melo_ms, melo_ms / args.batch, db_mb, index_mb, build_ms,
                      orig_ms or "-", 1e3 * orig_ms / n if orig_ms else "-", orig_ms / melo_ms if orig_ms else "-",
                      "{}/{}".format(*samples["_rounds"])])
         print(f"  {dim}-d, {n} keys: melo {melo_ms:.3f} ms", flush=True)

@@ -23,7 +23,7 @@ from .encoders import SentenceEncoder
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
 from .manage import SAVED_META, check_edit_ids, check_lora_blocks, check_records, check_rollback, edit_rows
-from .memory import peak_rss_bytes
+from .memory import peak_rss_bytes, tensor_bytes
 from .nethook import (
     check_in_encoder,
     execution_device,
@@ -316,7 +316,7 @@ class MeloModel(Editor):
             "extra_parameters": sum(layer.extra_parameters(live_blocks) for layer in self.lora.values()),
             "router_floats": db.keys.numel() + db.centres.numel(),
             "adapter_bytes": adapter_bytes,
-            "database_bytes": db.nbytes(),
+            "database_bytes": tensor_bytes(db.tensors().values()),
             "adapter_bytes_per_edit": adapter_bytes / len(self.records) if self.records else None,
         }
 

@@ -27,7 +27,6 @@ from torch import nn
 from .clusters import EPS, UpdateReport, apply_batch, revoke_keys  # noqa: F401  (EPS: part of this module's API)
 from .config import MeloConfig
 from .errors import MeloConfigError, MeloLoadError
-from .memory import tensor_bytes
 from .nethook import CallContext, StopForward, execution_device, first_tensor, run_prompt
 
 CANDIDATES = 8
@@ -107,10 +106,6 @@ class VectorDatabase:
 
     def live(self) -> torch.Tensor:
         return self.key_cluster >= 0
-
-    def nbytes(self) -> int:
-        """Bytes of the database's tensors (keys, centres, radii and their tables)."""
-        return tensor_bytes(getattr(self, name) for name in self.TENSORS)
 
     def clone(self) -> "VectorDatabase":
         other = VectorDatabase(self.dim, self.init_radius, self.device, self.conflict_rule)
