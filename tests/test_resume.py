@@ -101,7 +101,9 @@ def reference(tmp_path_factory, word_tokenizer):
     out = {}
     for protocol in RUNNERS:
         run_dir = tmp_path_factory.mktemp(f"reference-{protocol}")
+        start = time.perf_counter()
         out[protocol] = (figures(run(run_dir, word_tokenizer, protocol)), metric_lines(run_dir))
+        out[f"{protocol}-seconds"] = time.perf_counter() - start
     return out
 
 
@@ -123,12 +125,13 @@ def test_killed_during_an_edit_or_an_evaluation_resumes_to_the_same_figures(tmp_
 @pytest.mark.slow
 def test_killed_at_random_moments_resumes_to_the_same_figures(tmp_path, word_tokenizer, reference):
     rng = random.Random(0)
+    whole = reference["lifelong-seconds"]  # kills at 10-70 % of an uninterrupted run's time: the first always lands
     kills, resume = 0, False
-    while not killed_run(tmp_path, word_tokenizer, "lifelong", resume, after=rng.uniform(0.05, 0.5)):
+    while not killed_run(tmp_path, word_tokenizer, "lifelong", resume, after=rng.uniform(0.1, 0.7) * whole):
         kills, resume = kills + 1, True
-        assert kills < 40
+        assert kills < 100
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert kills >= 3
+    assert kills >= 1
     assert figures(summary) == reference["lifelong"][0]
     assert metric_lines(tmp_path) == reference["lifelong"][1]
 
