@@ -13,7 +13,6 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..editor import Editor
 from ..nethook import execution_device
 from ..prefix import head_at, next_token_targets
 from ..text import causal_lm_batch, seq2seq_batch, tokenize
@@ -22,11 +21,6 @@ from ..text import causal_lm_batch, seq2seq_batch, tokenize
 def _device(model: Any) -> torch.device:
     """Where inputs go: an editor's ``device``, a plain model's input embeddings' execution device."""
     return execution_device(getattr(model, "base_model", model))
-
-
-def _output_head(model: Any) -> torch.nn.Module:
-    inner = model.base_model if isinstance(model, Editor) else model
-    return inner.get_output_embeddings()
 
 
 def _this_thread():
@@ -104,7 +98,7 @@ def target_tokens(model: Any, tokenizer: Any, prompts: Sequence[str], targets: S
                 batch["melo_key_mask"] = batch["attention_mask"] * (labels == -100)
             positions, wanted = next_token_targets(labels)
             mask = labels[:, 1:] != -100
-            with head_at(_output_head(model), positions, _this_thread()):  # the head only where it is scored
+            with head_at(model.get_output_embeddings(), positions, _this_thread()):  # the head only where it is scored
                 logits = model(**batch).logits
             at_targets = (logits[:, :-1][mask] if logits.dim() == 3 else logits).float()  # 3-d: head not hooked
         picked = torch.log_softmax(at_targets, -1).gather(-1, wanted.unsqueeze(-1)).squeeze(-1)
