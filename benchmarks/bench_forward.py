@@ -19,8 +19,17 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import (alternate, fill_blocks, fill_db, median_ms, paired_ratio, report, sentences,
-                     separated_radii, wait_quiet)
+from _common import (
+    alternate,
+    fill_blocks,
+    fill_db,
+    median_ms,
+    paired_ratio,
+    report,
+    sentences,
+    separated_radii,
+    wait_quiet,
+)
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 import melo
@@ -93,7 +102,8 @@ def bench_gpt2(args) -> list[list]:
         fill_db(model.db, torch.cat([others, probe[:half]]), radius=cfg.init_radius)
         fill_blocks(model, c)
         routed = check_routing(model, inputs, torch.cat([torch.arange(c - half, c), torch.full((half,), -1)]))
-        rows.append(["GPT-2 small shape", c, model.n_blocks, f"{routed}/{len(ids)}", *measure(model, inputs, probe, args)])
+        rows.append(["GPT-2 small shape", c, model.n_blocks, f"{routed}/{len(ids)}",
+                     *measure(model, inputs, probe, args)])
         print(f"  gpt2 {c} clusters: {rows[-1][4:]}", flush=True)
     return rows
 

@@ -1,8 +1,9 @@
 """Lifelong-protocol sweep of bytes and seconds per edit: each variant is one `melo bench` run.
 
-Each variant (a JSON object of MeloConfig overrides of the preset, and optionally ``edits_per_block``) runs the lifelong protocol on the
-first ``--n-edits`` records in its own run directory under ``--out``; a variant whose run finished
-(``summary.json`` there) is not run again, so the sweep continues where a killed one stopped. The
+Each variant (a JSON object of MeloConfig overrides of the preset, and optionally ``edits_per_block``)
+runs the lifelong protocol on the first ``--n-edits`` records in its own run directory under ``--out``;
+a variant whose run finished (``summary.json`` there) is not run again,
+so the sweep continues where a killed one stopped. The
 table printed at the end (and written to ``OUT/sweep.md``) has Rel. / Gen. / Loc. (teacher-forced),
 generalization by greedy exact match, median seconds per edit and stored bytes per edit.
 

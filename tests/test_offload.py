@@ -67,7 +67,9 @@ def test_split_model_edits_routes_generates_and_saves_as_in_memory(kind, tmp_pat
     torch.testing.assert_close(torch.tensor(ours.losses), torch.tensor(theirs.losses), rtol=1e-5, atol=1e-6)
     after, plain_after = logits(model, word_tokenizer), logits(plain, word_tokenizer)
     assert after[1].tolist() == plain_after[1].tolist() == [0, 0] + [-1] * len(UNRELATED)
-    torch.testing.assert_close(after[0], plain_after[0], rtol=0, atol=1e-5)  # routed and unrouted rows
+    # routed and unrouted rows; the in-memory edit fuses its head loss (melo.prefix), the split one cannot:
+    # the same training up to float rounding
+    torch.testing.assert_close(after[0], plain_after[0], rtol=0, atol=1e-4)
     torch.testing.assert_close(after[0][2:], plain_before[0][2:], rtol=0, atol=1e-5)  # unrouted: the base model
     assert not torch.allclose(after[0][:2], before[0][:2], atol=1e-3)
     assert torch.equal(generated(model, word_tokenizer), generated(plain, word_tokenizer))

@@ -33,7 +33,7 @@ from .nethook import (
     supported_features,
     trace,
 )
-from .prefix import frozen_prefix, head_at, next_token_targets, replay_outputs
+from .prefix import frozen_prefix, head_loss_at, next_token_targets, replay_outputs
 from .router import Router, VectorDatabase
 from .text import tokenize
 
@@ -258,9 +258,9 @@ class MeloModel(Editor):
         loss_of, only_targets = (lambda out: out.loss), nullcontext()
         if head is not None and self.head_on_targets:
             positions, gold = next_token_targets(batch.pop("labels"))
-            loss_of = lambda out: nn.functional.cross_entropy(out.logits.float(), gold)  # noqa: E731
-            only_targets = head_at(head, positions, active)
-        with replay_outputs(self._frozen_prefix, active) as replay, only_targets:
+            only_targets = head_loss_at(head, positions, gold, active)
+        with replay_outputs(self._frozen_prefix, active) as replay, only_targets as head_loss:
+            loss_of = head_loss or loss_of
             return train_steps(params, lambda: loss_of(self.base_model(**batch)), cfg.num_iter, cfg.edit_lr,
                                cfg.lr_step, cfg.lr_gamma, keep_best=True, after_first=replay,
                                desc=f"edit block {block}", progress=progress, stop_loss=cfg.stop_loss)
