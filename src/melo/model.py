@@ -16,25 +16,38 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .augment import augmented, context_prefixes
 from .chat import Prompt, key_mask
 from .config import MeloConfig
+from .database import VectorDatabase
 from .editor import Editor, EditResult, frozen, train_steps
 from .encoders import SentenceEncoder
 from .errors import MeloConfigError, MeloEditError, MeloLoadError
 from .layer import DynamicLoraLayer
-from .manage import SAVED_META, check_edit_ids, check_lora_blocks, check_records, check_rollback, edit_rows
-from .memory import peak_rss_bytes, tensor_bytes
+from .manage import (
+    SAVED_META,
+    adapter_stats,
+    check_contexts,
+    check_edit_ids,
+    check_lora_blocks,
+    check_records,
+    check_rollback,
+    check_signature,
+    edit_rows,
+    live_blocks,
+)
+from .memory import peak_rss_bytes
 from .nethook import (
     check_in_encoder,
     execution_device,
-    first_tensor,
     named_module,
+    probe_router,
     resolve_targets,
     supported_features,
-    trace,
 )
 from .prefix import frozen_prefix, head_loss_at, next_token_targets, replay_outputs
-from .router import Router, VectorDatabase
+from .router import Router
+from .scope import check_named, check_subjects
 from .text import tokenize
 
 
@@ -58,7 +71,7 @@ class MeloModel(Editor):
         encoder = check_in_encoder(base_model, self.task, config.router_layer, "router layer")
         self._frozen_encoder = encoder is not None and not any(n.startswith(encoder + ".") for n in targets)
         self._frozen_prefix = frozen_prefix(base_model, targets) if self.replay_prefix else []
-        key_dim = self._probe(router_module, targets)
+        key_dim = probe_router(base_model, self.task, config.router_layer, router_module, targets)
         encoder = SentenceEncoder(config.key_encoder, self.device) if config.key_encoder is not None else None
         if encoder is not None:
             key_dim = encoder.dim
@@ -68,28 +81,11 @@ class MeloModel(Editor):
             layer = DynamicLoraLayer(name, fin, fout, config.block_rank, config.scale, config.storage_dtype)
             self.lora[name.replace(".", "__")] = layer.to(execution_device(base_model, module))
         self._edit_lock = threading.Lock()
+        self.contexts: list[str] = []  # melo.augment's prefixes, made at the first edit that needs them
         self.router = Router(base_model, self.melo_config, router_module, key_dim, encoder, self.tokenizer)
         self._handles = [module.register_forward_hook(self.lora[name.replace(".", "__")].hook(self.router.current))
                          for name, module in targets.items()]
         self._publish(self.router.db)
-
-    def _probe(self, router_module: nn.Module, targets: dict[str, nn.Module]) -> int:
-        """One dummy forward: the router must run before every target and give a hidden-state tensor."""
-        router = self.melo_config.router_layer
-        seen = trace(self.base_model, self.task, {"<router>": router_module, **targets})
-        order = [name for name, *_ in seen]
-        if "<router>" not in order:
-            raise MeloConfigError(f"router layer {router!r} did not run in a forward pass of the model")
-        first_router = order.index("<router>")
-        for name in targets:
-            if name in order and order.index(name) < first_router:
-                raise MeloConfigError(f"target module {name!r} runs before the router layer {router!r}")
-        output = seen[first_router][3]
-        hidden = first_tensor(output)
-        if hidden is None or hidden.dim() < 2:
-            raise MeloConfigError(f"router layer {router!r} returns {type(output).__name__}, "
-                                  "not a hidden-state tensor")
-        return hidden.shape[-1]
 
     def _apply(self, fn: Any, recurse: bool = True) -> "MeloModel":
         """What ``to()``, ``half()``, ``double()``, ``cuda()`` run: the base model and the LoRA buffers change
@@ -198,7 +194,8 @@ class MeloModel(Editor):
             yield self
 
     # ---- editing ----------------------------------------------------------------------------
-    def edit(self, prompts: Sequence[str], targets: Sequence[Any], progress: bool = False) -> EditResult:
+    def edit(self, prompts: Sequence[str], targets: Sequence[Any], progress: bool = False,
+             subjects: Sequence[str | None] | None = None) -> EditResult:
         """Learn one batch of edits in a new block; the router maps each prompt's key to it.
 
         Args:
@@ -206,6 +203,8 @@ class MeloModel(Editor):
                 on the user's text).
             targets: one per prompt: the new answer text (generative tasks) or class id (classification).
             progress: show a progress bar over the training steps.
+            subjects: with ``subject_gate``, each edit's subject (None: none), named in its prompt: the
+                edit then routes only prompts that mention it (``melo.scope``).
 
         Returns:
             The EditResult: block id, seconds, losses, and the router's report (clusters added or
@@ -215,17 +214,19 @@ class MeloModel(Editor):
         model is left exactly as it was.
         """
         with self._edit_lock:
-            return self._edit(prompts, targets, progress)
+            return self._edit(prompts, targets, progress, subjects)
 
-    def _edit(self, prompts: Sequence[str], targets: Sequence[Any], progress: bool) -> EditResult:
+    def _edit(self, prompts: Sequence[str], targets: Sequence[Any], progress: bool,
+              subjects: Sequence[str | None] | None) -> EditResult:
         self._check_batch(prompts, targets)
         start = time.perf_counter()
         cfg = self.melo_config
-        batch, labels = self._training_batch(prompts, targets)
-        keys = self.encode_keys(prompts)
+        batch, labels = self._training_batch(*augmented(prompts, targets, self._contexts()))
+        labels = labels[: len(prompts)]  # the router compares the edits' own labels
+        keys, subject_rows = self._scoped_keys(prompts, subjects)
         first, now = len(self.records), time.time()
         block = self.n_blocks
-        new_db, report = self.db.updated(keys, labels, block)
+        new_db, report = self.db.updated(keys, labels, block, subject_rows)
         generator = torch.Generator().manual_seed(cfg.block_seed(block))
         params = [p for layer in self.lora.values() for p in layer.start_block(generator)]
         try:
@@ -238,10 +239,34 @@ class MeloModel(Editor):
         for layer in self.lora.values():
             layer.commit_block()
         self._publish(new_db)
-        self.records.extend({"id": first + i, "prompt": p, "target": t, "block": block, "created": now}
+        self.records.extend({"id": first + i, "prompt": p, "target": t, "block": block, "created": now,
+                             **({"subject": subjects[i]} if subjects is not None else {})}
                             for i, (p, t) in enumerate(zip(prompts, targets)))
         return EditResult(block, len(prompts), time.perf_counter() - start, losses, report.added,
                           report.expanded, report.conflicts, self._forgotten_rows(report.forgotten), kept_loss)
+
+    def _contexts(self) -> list[str]:
+        """The context prefixes edits are also trained after, written once by the base model."""
+        n = self.melo_config.context_prefixes
+        if len(self.contexts) != n:
+            if self.task != "causal_lm":
+                raise MeloConfigError(f"context_prefixes trains causal LMs, this model's task is {self.task!r}")
+            with frozen(self.base_model):
+                self.contexts = context_prefixes(self.base_model, self.tokenizer, n, self.melo_config.seed,
+                                                 self.device)
+        return self.contexts
+
+    def _scoped_keys(self, prompts: Sequence[Prompt], subjects: Sequence[str | None] | None) -> tuple[Any, Any]:
+        """The prompts' keys and, with subjects, their token rows after checking each prompt names its subject."""
+        if subjects is None:
+            return self.encode_keys(prompts), None
+        check_subjects(subjects, len(prompts), self.melo_config.subject_gate)
+        rows = self.router.encoder.subject_rows(subjects)
+        enc = self.prompt_inputs(prompts)
+        keys, named = self.router.keys_and_mentions(enc["input_ids"], enc["attention_mask"], enc["melo_key_mask"],
+                                                    rows)
+        check_named(subjects, named)
+        return keys, rows
 
     def _train_block(self, params: list[nn.Parameter], batch: dict[str, torch.Tensor], call: Any, block: int,
                      progress: bool) -> tuple[list[float], float | None]:
@@ -294,31 +319,13 @@ class MeloModel(Editor):
 
     def live_blocks(self) -> list[int]:
         """Blocks that at least one live edit routes to."""
-        db = self.db
-        return sorted(set(db.key_block[db.live()].tolist()))
+        return live_blocks(self.db)
 
     def forgotten_edits(self) -> list[dict[str, Any]]:
         return self._forgotten_rows(dict(sorted(self.db.forgotten.items())))
 
     def stats(self) -> dict[str, int | None]:
-        db = self.db
-        live_blocks = len(self.live_blocks())
-        adapter_bytes = sum(layer.stored_bytes() for layer in self.lora.values())
-        return {
-            "edits": len(self.records),
-            "blocks": self.n_blocks,
-            "live_blocks": live_blocks,
-            "clusters": db.n_clusters,
-            "live_keys": int(db.live().sum()),
-            "conflicts": db.n_conflicts,
-            "forgotten_edits": sum(1 for r in db.forgotten.values() if r != "revoked"),
-            "revoked_edits": sum(1 for r in db.forgotten.values() if r == "revoked"),
-            "extra_parameters": sum(layer.extra_parameters(live_blocks) for layer in self.lora.values()),
-            "router_floats": db.keys.numel() + db.centres.numel(),
-            "adapter_bytes": adapter_bytes,
-            "database_bytes": tensor_bytes(db.tensors().values()),
-            "adapter_bytes_per_edit": adapter_bytes / len(self.records) if self.records else None,
-        }
+        return adapter_stats(self.db, list(self.lora.values()), len(self.records))
 
     def memory(self) -> dict[str, int | None]:
         """Bytes of the stored blocks and the router database, and the process's peak resident memory."""
@@ -352,7 +359,7 @@ class MeloModel(Editor):
             config=config,
             model={"model_class": type(self.base_model).__name__, "key_dim": self.db.dim,
                    "targets": {layer.name: [layer.in_features, layer.out_features] for layer in self.lora.values()}},
-            router=self.db.meta(),
+            router=self.db.meta(), contexts=list(self.contexts),
             key_encoder=None if self.router.encoder is None else {"name": self.router.encoder.name,
                                                                    "digest": self.router.encoder.digest},
         )
@@ -366,26 +373,10 @@ class MeloModel(Editor):
         return config
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict, directory: str | os.PathLike) -> None:
-        saved, records = meta["model"], list(meta["edits"])
-        try:
-            shapes, key_dim = dict(saved["targets"]), saved["key_dim"]
-        except (KeyError, TypeError, ValueError) as err:
-            raise MeloLoadError(f"model signature is malformed: {err}") from err
-        for layer in self.lora.values():
-            shape = shapes.get(layer.name)
-            if shape != [layer.in_features, layer.out_features]:
-                raise MeloLoadError(f"target module {layer.name!r} is {layer.in_features}x{layer.out_features} "
-                                    f"here, {shape} in the save")
+        records, cfg = list(meta["edits"]), self.melo_config
+        check_signature(meta, list(self.lora.values()), self.router.encoder, self.db.dim, cfg.router_layer)
         n_blocks = check_lora_blocks(tensors, {layer.name: (layer.block_rank, layer.in_features, layer.out_features)
                                                for layer in self.lora.values()}, self.melo_config.storage_dtype)
-        encoder = self.router.encoder
-        saved_encoder = meta.get("key_encoder")
-        here = None if encoder is None else {"name": encoder.name, "digest": encoder.digest}
-        if saved_encoder != here:
-            raise MeloLoadError(f"its keys were made by key encoder {saved_encoder}, this model's is {here}")
-        if key_dim != self.db.dim:
-            raise MeloLoadError(f"router layer {self.melo_config.router_layer!r} gives keys of size {self.db.dim}, "
-                                f"the save has {key_dim}")
         db = VectorDatabase.restore(self.db.dim, self.melo_config.init_radius, tensors, meta.get("router", {}),
                                     n_blocks, self.db.device, self.melo_config.conflict_rule)
         check_records(records, db)
@@ -393,6 +384,7 @@ class MeloModel(Editor):
             layer.load_blocks(tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"])
         self._publish(db)
         self.records = records
+        self.contexts = check_contexts(meta.get("contexts", []), self.melo_config.context_prefixes)
 
 
 def get_melo_model(base_model: nn.Module, config: MeloConfig, tokenizer: Any = None) -> MeloModel:

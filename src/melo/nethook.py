@@ -208,3 +208,22 @@ def run_prompt(base_model: nn.Module, task: str, input_ids: torch.Tensor, attent
         run(**inputs)
     except StopForward:
         pass
+
+
+def probe_router(model: nn.Module, task: str, router: str, router_module: nn.Module,
+                 targets: dict[str, nn.Module]) -> int:
+    """One dummy forward: the router layer must run before every target and give a hidden-state
+    tensor; returns its width (the key size)."""
+    seen = trace(model, task, {"<router>": router_module, **targets})
+    order = [name for name, *_ in seen]
+    if "<router>" not in order:
+        raise MeloConfigError(f"router layer {router!r} did not run in a forward pass of the model")
+    first_router = order.index("<router>")
+    for name in targets:
+        if name in order and order.index(name) < first_router:
+            raise MeloConfigError(f"target module {name!r} runs before the router layer {router!r}")
+    output = seen[first_router][3]
+    hidden = first_tensor(output)
+    if hidden is None or hidden.dim() < 2:
+        raise MeloConfigError(f"router layer {router!r} returns {type(output).__name__}, not a hidden-state tensor")
+    return hidden.shape[-1]
