@@ -88,6 +88,7 @@ def test_mend_zsre_answer_targets(tmp_path):
         answers=["Ken Duncan"],
         locality_prompt="who sang the song in the movie",
         locality_answer="Somebody",
+        subject="Toodyay Fire Station",
     )
     assert records[1].answers == ["Ken Duncan", "K. Duncan"]
     assert records[1].locality_prompt == "where is the eiffel tower"
@@ -516,13 +517,25 @@ def test_counterfact_records(tmp_path):
     path = write_json(tmp_path / "cf.json", COUNTERFACT)
     records = data.load_counterfact(path)
     assert records[0] == Record("Toko Yasuda, the", "piano", ["Toko Yasuda is incredible at"], "Toko Yasuda||guitar",
-                                ["piano"], "John Lennon performs on the", "guitar")
+                                ["piano"], "John Lennon performs on the", "guitar", "Toko Yasuda", "guitar")
     assert records[1].prompt == "Autonomous University of Madrid, which is located in"
     assert len(data.load_counterfact(path, limit=1)) == 1
     no_subject = {k: v for k, v in COUNTERFACT[1].items() if k != "subject"}
     bad = write_json(tmp_path / "bad.json", [COUNTERFACT[0], no_subject])
     with pytest.raises(MeloDataError, match=r"bad\.json: record 1: missing field 'subject'"):
         data.load_counterfact(bad)
+
+
+def test_restated_neighbourhood_prompts_name_an_edited_subject_and_its_true_object():
+    def case(subject, truth, loc, loc_answer):
+        return Record(f"{subject} works for", "IBM", subject=subject, truth=truth, locality_prompt=loc,
+                      locality_answer=loc_answer)
+
+    records = [case("Alistair Cooke", "BBC", "Jim Lehrer works for", "PBS"),
+               case("Jim Lehrer", "PBS", "alistair cooke works for", "BBC"),  # case 0 rewrote that fact
+               case("Ann Cooke", "CNN", "Alistair Cookes works for", "BBC"),  # not the whole name
+               case("Mo Li", "ABC", "Jim Lehrer, who works for", "NBC")]  # names case 1, another object
+    assert data.counterfact.restated_by(records) == [1, 0, None, None]
 
 
 def test_load_task_counterfact_from_the_data_dir_or_a_file(tmp_path):

@@ -10,6 +10,7 @@ same true object), so a router that matches the relation alone captures it. ``fa
 from __future__ import annotations
 
 import os
+import re
 
 from .locate import require_file
 from .readers import get_field, json_records, parse_records
@@ -29,6 +30,25 @@ def load_counterfact(path: str | os.PathLike, limit: int | None = None,
         text = {name: get_field(path, where, rec, name, str).strip() for name in FIELDS}
         return Record(text["prompt"], text["target_new"], [text["rephrase_prompt"]],
                       f"{text['subject']}||{text['ground_truth']}", [text["target_new"]],
-                      text["locality_prompt"], text["locality_ground_truth"])
+                      text["locality_prompt"], text["locality_ground_truth"], text["subject"] or None,
+                      text["ground_truth"] or None)
 
     return parse_records(path, json_records(path, skipped), parse, skipped, limit)
+
+
+def restated_by(records: list[Record]) -> list[int | None]:
+    """For each record's locality prompt, the first record whose edit rewrites the very fact it asks
+    (the prompt names that record's subject as whole words and its answer is that record's true
+    object), or None. Beyond a few thousand CounterFact edits, neighbourhood prompts of one case ask
+    facts another case edits ("Alistair Cooke works for" is both), so an editor that generalises
+    must change those answers; locality is also reported without them."""
+    by_truth: dict[str, list[tuple[int, re.Pattern]]] = {}
+    for j, r in enumerate(records):
+        if r.subject and r.truth:
+            pattern = re.compile(r"(?<!\w)" + re.escape(r.subject.lower()) + r"(?!\w)")
+            by_truth.setdefault(r.truth.strip().lower(), []).append((j, pattern))
+    out: list[int | None] = []
+    for r in records:
+        prompt, answer = (r.locality_prompt or "").lower(), (r.locality_answer or "").strip().lower()
+        out.append(next((j for j, pattern in by_truth.get(answer, []) if pattern.search(prompt)), None))
+    return out

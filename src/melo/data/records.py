@@ -24,6 +24,8 @@ class Record:
     answers: list[str] = field(default_factory=list)
     locality_prompt: str | None = None
     locality_answer: str | None = None  # the locality prompt's answer (WISE's teacher-forced locality)
+    subject: str | None = None  # the entity the prompt is about (CounterFact, zsRE): MELO's subject scope
+    truth: str | None = None  # CounterFact: the true object the edit replaces
 
 
 @dataclass

@@ -61,6 +61,7 @@ def _mend_record(path: Path, where: str, rec: dict, target: str) -> Record:
     rephrases = string_list(path, where, "rephrase", rec["rephrase"]) if rec.get("rephrase") else []
     subject = rec.get("subject")
     fact = f"{subject.strip() if isinstance(subject, str) else prompt}||{answers[0]}"
+    named = subject.strip() if isinstance(subject, str) and subject.strip() else None
     loc = rec.get("loc")
     locality = None
     if isinstance(loc, str) and loc.strip():
@@ -71,8 +72,8 @@ def _mend_record(path: Path, where: str, rec: dict, target: str) -> Record:
     loc_answer = loc_ans.strip() if isinstance(loc_ans, str) and loc_ans.strip() else None
     if target == "alt":
         alt = get_field(path, where, rec, "alt", str).strip()
-        return Record(prompt, alt, rephrases, fact, [alt], locality, loc_answer)
-    return Record(prompt, answers[0], rephrases, fact, answers, locality, loc_answer)
+        return Record(prompt, alt, rephrases, fact, [alt], locality, loc_answer, named)
+    return Record(prompt, answers[0], rephrases, fact, answers, locality, loc_answer, named)
 
 
 def _grace_zsre_record(path: Path, where: str, rec: dict, target: str) -> Record:
