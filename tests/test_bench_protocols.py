@@ -92,6 +92,23 @@ def test_lifelong_two_batches(tmp_path, word_tokenizer):
     assert summary["T4"]["locality"] == pytest.approx(1.0)
     assert 0.0 <= summary["T4"]["generalization"] <= 1.0
     assert summary["pre_reliability"] < 0.5
+    assert 0.0 <= summary["T4"]["locality_generated_f1"] <= 1.0 and "locality_unrestated" not in summary["T4"]
+    table = (tmp_path / "table.md").read_text()
+    assert "| T | scored | Rel. | Gen. | Loc. |" in table and "| 2 | 2 | " in table and "| 4 | 4 | " in table
+
+
+@pytest.mark.slow
+def test_lifelong_locality_without_the_prompts_that_ask_an_edited_fact(tmp_path, word_tokenizer):
+    edits = [dataclasses.replace(r, locality_answer="big") for r in QA_EDITS]
+    edits[0] = dataclasses.replace(edits[0], subject="france", truth="paris")
+    edits[3] = dataclasses.replace(edits[3], locality_prompt="the capital of france is", locality_answer="paris")
+    editor = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
+    data = TaskData("toy", "qa", edits, list(UPSTREAM))
+    summary, _, _ = run(tmp_path, run_lifelong, editor, data, "causal_lm",
+                        Settings(edits_per_block=2, checkpoints=(2, 4), max_new_tokens=3))
+    assert summary["T4"]["locality_restated"] == 1  # edit 3's neighbourhood prompt is edit 0's own
+    assert summary["T4"]["locality_unrestated"] == pytest.approx(1.0)
+    assert summary["T4"]["locality"] < 1.0
 
 
 def test_table_and_overlay(tmp_path):

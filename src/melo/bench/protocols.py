@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 from tqdm.auto import tqdm
 
 from ..data import Record, TaskData
+from ..data.counterfact import restated_by
 from ..errors import MeloConfigError, MeloDataError
 from ..evaluation import metrics
 from ..evaluation.predict import generate_answers, predict_labels, target_tokens
@@ -140,7 +141,9 @@ def _public(result: dict[str, float], prefix: str) -> dict[str, float]:
 def _timed_edit(editor: Any, batch: Sequence[Record], state: dict[str, Any]) -> None:
     """One block of edits; its wall seconds and training steps appended to the loop state's lists."""
     start = time.perf_counter()
-    result = editor.edit([r.prompt for r in batch], [r.target for r in batch])
+    scoped = getattr(getattr(editor, "melo_config", None), "subject_gate", False)
+    subjects = {"subjects": [r.subject for r in batch]} if scoped else {}
+    result = editor.edit([r.prompt for r in batch], [r.target for r in batch], **subjects)
     state["block_seconds"].append(time.perf_counter() - start)
     state.setdefault("block_steps", []).append(len(getattr(result, "losses", ())))
 
@@ -283,6 +286,7 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     loc_prompts = [r.locality_prompt or "" for r in edits]
     loc_targets = [r.locality_answer or "" for r in edits]
     has_loc_answer = [bool(r.locality_prompt and r.locality_answer) for r in edits]
+    restated = restated_by(edits) if any(r.truth for r in edits) else None  # CounterFact's own conflicts
 
     def desc(what: str, n: int) -> str | None:
         return f"{what} ({n} prompts)" if progress else None
@@ -334,6 +338,9 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         same_tokens = [sum(a == b for a, b in zip(after, before_tokens[i])) / max(1, len(before_tokens[i]))
                        for i, after in zip(loc_rows, after_tokens)]
         unchanged = metrics.mean([float(a == before_answers[i]) for i, a in zip(rows, after_answers)])
+        unchanged_f1 = metrics.mean([metrics.token_f1(a, before_answers[i]) for i, a in zip(rows, after_answers)])
+        asks_edited = [restated is not None and restated[i] is not None and restated[i] < done for i in loc_rows]
+        clean = [v for v, hit in zip(same_tokens, asks_edited) if not hit]
         rel_em, rel_f1 = generated([r.prompt for r in seen], [r.target for r in seen])
         gen_em, gen_f1 = generated([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase])
         point = {
@@ -343,15 +350,19 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
             "generalization": reliability(with_rephrase, rephrased=True),
             # teacher-forced (WISE) where locality answers exist, else whether generation is unchanged
             "locality": metrics.mean(same_tokens) if loc_rows else unchanged,
-            "locality_generated": unchanged,
+            "locality_generated": unchanged, "locality_generated_f1": unchanged_f1,
+            # neighbourhood prompts that ask a fact an edit so far rewrote (restated_by) left out
+            **({"locality_unrestated": metrics.mean(clean), "locality_restated": sum(asks_edited)}
+               if restated is not None and loc_rows else {}),
             "reliability_em": rel_em, "reliability_f1": rel_f1,
             "generalization_em": gen_em, "generalization_f1": gen_f1,
             **_cost_point(editor, done, block_seconds, s.edits_per_block),
         }
         log(point)
         summary[f"T{done}"] = {k: point[k] for k in (
-            "scored_edits", "reliability", "generalization", "locality", "locality_generated", "reliability_em",
-            "reliability_f1", "generalization_em", "generalization_f1", "edit_seconds")}
+            "scored_edits", "reliability", "generalization", "locality", "locality_generated", "locality_generated_f1",
+            "locality_unrestated", "locality_restated", "reliability_em", "reliability_f1", "generalization_em",
+            "generalization_f1", "edit_seconds") if k in point}
         summary.update(point)
         state["pending"] = None
         if saver is not None:

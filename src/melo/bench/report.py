@@ -46,7 +46,7 @@ class RunWriter:
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Path]:
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        (self.dir / "table.md").write_text(markdown_table([summary]))
+        (self.dir / "table.md").write_text(markdown_table([summary]) + "\n" + lifelong_table(summary))
         return plot_runs([self.dir], self.dir)
 
 
@@ -98,6 +98,28 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
     lines.append("Cells show pre-edit → post-edit. QA: token F1; classification: accuracy; "
                  "hallucination: perplexity (lower is better).")
     return "\n".join(lines) + "\n"
+
+
+LIFELONG = [("reliability", "Rel."), ("generalization", "Gen."), ("locality", "Loc."),
+            ("locality_unrestated", "Loc. w/o restated"), ("reliability_em", "Rel. EM"),
+            ("generalization_em", "Gen. EM"), ("generalization_f1", "Gen. F1"), ("locality_generated", "Loc. gen EM"),
+            ("locality_generated_f1", "Loc. gen F1")]
+
+
+def lifelong_table(summary: dict[str, Any]) -> str:
+    """One row per lifelong checkpoint T: teacher-forced figures, then greedy-generation ones; '' if none."""
+    rows = sorted((int(k[1:]), v) for k, v in summary.items()
+                  if k[:1] == "T" and k[1:].isdigit() and isinstance(v, dict))
+    if not rows:
+        return ""
+    cols = [(k, n) for k, n in LIFELONG if any(k in v for _, v in rows)]
+    lines = ["| T | scored | " + " | ".join(n for _, n in cols) + " | edit s |", "|" + "---|" * (len(cols) + 3)]
+    for t, v in rows:
+        lines.append(f"| {t} | {_fmt(v.get('scored_edits'))} | " + " | ".join(_fmt(v.get(k)) for k, _ in cols)
+                     + f" | {_fmt(v.get('edit_seconds'))} |")
+    note = ("Teacher-forced token accuracy (Loc.: agreement with the unedited model); EM / F1: greedy answers "
+            "against the target (Loc. gen: against the unedited model's answer).")
+    return "\n".join(lines + ["", note]) + "\n"
 
 
 def plot_runs(directories: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
