@@ -12,6 +12,10 @@ PROMPTS = ["the capital of france is", "who wrote hamlet"]
 TARGETS = ["paris", "shakespeare"]
 
 
+def load(directory):
+    return melo.MeloModel.from_pretrained(MODEL_FACTORIES["llama"](), directory, tokenizer=make_word_tokenizer())
+
+
 def fresh(**overrides):
     config = melo_config("llama", num_iter=5, **overrides)
     return melo.get_melo_model(MODEL_FACTORIES["llama"](), config, tokenizer=make_word_tokenizer())
@@ -50,14 +54,14 @@ def test_contexts_save_and_load_and_a_bad_save_is_refused(tmp_path):
     model = fresh(context_prefixes=2)
     model.edit(PROMPTS, TARGETS)
     model.save_pretrained(tmp_path / "a")
-    loaded = melo.MeloModel.from_pretrained(MODEL_FACTORIES["llama"](), tmp_path / "a", tokenizer=make_word_tokenizer())
+    loaded = load(tmp_path / "a")
     assert loaded.contexts == model.contexts
     model2 = fresh(context_prefixes=2)
     model2.edit(PROMPTS, TARGETS)
     model2.contexts = ["only one"]
     model2.save_pretrained(tmp_path / "b")
     with pytest.raises(MeloLoadError, match="context prefixes"):
-        melo.MeloModel.from_pretrained(MODEL_FACTORIES["llama"](), tmp_path / "b", tokenizer=make_word_tokenizer())
+        load(tmp_path / "b")
 
 
 def test_bad_counts_and_tasks_are_refused():

@@ -9,8 +9,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "melo"
 CORE = {f"melo.{name}" for name in ("config", "memory", "router", "layer", "model", "editor", "clusters", "nethook",
-                                     "prefix", "text", "chat", "encoders", "scope", "database", "augment", "persistence",
-                                     "manage", "errors", "auto")}
+                                     "prefix", "text", "chat", "encoders", "scope", "database", "augment",
+                                     "persistence", "manage", "errors", "auto")}
 FACADE = "melo"  # melo/__init__.py: re-exports the core and the preset table
 APPS = {f"melo.{name}" for name in ("bench", "demo", "standins", "serve", "cli", "baselines", "export", "loading",
                                      "evaluation")}
