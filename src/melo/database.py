@@ -101,8 +101,10 @@ class VectorDatabase:
             order = live[torch.argsort(self.key_cluster[live], stable=True)]
             counts = torch.bincount(self.key_cluster[live], minlength=self.n_clusters)
             hashes = subject_hashes(self.key_subject)
+            live_mask = self.live()
             index = self._index = {
-                "subject_hash": torch.where(self.live(), hashes, torch.zeros_like(hashes)),
+                "subject_hash": torch.where(live_mask, hashes, torch.zeros_like(hashes)),
+                "unscoped": (hashes == 0) & live_mask,  # live keys every row may reach
                 "subject_len": int((self.key_subject[live] != NO_TOKEN).sum(1).max()) if len(live) else 0,
                 "centres32": centres32,
                 "bias": (centres32 * centres32).sum(1) - self.radii.clamp_min(0).square().float(),
@@ -131,10 +133,10 @@ class VectorDatabase:
         if ix["subject_len"] > 0:
             mentioned = (subject_matches(windows(ix["subject_len"]), ix["subject_hash"]) if windows is not None
                          else torch.zeros(n, self.n_keys, dtype=torch.bool, device=self.device))
-            key_ok = (mentioned | (ix["subject_hash"] == 0)) & self.live()
-            live = ix["members"]
+            key_ok = mentioned | ix["unscoped"]  # mentioned keys are live: dead ones hash to 0
+            members = ix["members"]
             cluster_ok = torch.zeros(n, self.n_clusters, dtype=torch.int32, device=self.device).index_add_(
-                1, self.key_cluster[live], key_ok[:, live].int()) > 0
+                1, self.key_cluster[members], key_ok[:, members].int()) > 0
             score = score.masked_fill(~cluster_ok.t(), torch.inf)
         k = min(CANDIDATES, self.n_clusters)
         cand = score.topk(k, dim=0, largest=False).indices.t()

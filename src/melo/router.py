@@ -183,10 +183,9 @@ class Router:
             return keys, None
         if windows is None:
             raise MeloConfigError("subject scope needs a key encoder (its tokens are matched)")
-        hashes = subject_hashes(subjects.to(keys.device))
         if subjects.shape[1] == 0:
             return keys, torch.zeros(len(keys), dtype=torch.bool, device=keys.device)
-        return keys, subject_matches(windows(subjects.shape[1]), hashes).diagonal()
+        return keys, subject_matches(windows(subjects.shape[1]), subject_hashes(subjects.to(keys.device))).diagonal()
 
     def route(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               key_mask: torch.Tensor | None = None) -> torch.Tensor:

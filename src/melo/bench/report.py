@@ -6,7 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..data.readers import read_text
 from ..errors import MeloDataError
@@ -78,12 +78,17 @@ def _fmt(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table: header, rule, one line per row of cells."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
     """Rows per method and task, pre-edit beside post-edit figures (shaped like MELO's Table 2)."""
     cols = [(k, n) for k, n in QUALITY if any(k in s for s in summaries)]
     head = ["method", "preset", "edits"] + [n for _, n in cols] + ["edit s / edit", "clusters", "conflicts",
                                                                    "forgotten", "extra params"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for s in summaries:
         cells = [str(s.get("method", "?")), str(s.get("preset", "?")), str(s.get("n_edits", "?"))]
         for key, _ in cols:
@@ -93,7 +98,8 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
         cells.append(_fmt(s["edit_seconds"] / n) if n and "edit_seconds" in s else "–")
         cells += [_fmt(s.get("clusters")), _fmt(s.get("conflicts")), _fmt(s.get("forgotten_edits")),
                   _fmt(s.get("extra_parameters"))]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = _table(head, rows)
     lines.append("")
     lines.append("Cells show pre-edit → post-edit. QA: token F1; classification: accuracy; "
                  "hallucination: perplexity (lower is better).")
@@ -113,10 +119,9 @@ def lifelong_table(summary: dict[str, Any]) -> str:
     if not rows:
         return ""
     cols = [(k, n) for k, n in LIFELONG if any(k in v for _, v in rows)]
-    lines = ["| T | scored | " + " | ".join(n for _, n in cols) + " | edit s |", "|" + "---|" * (len(cols) + 3)]
-    for t, v in rows:
-        lines.append(f"| {t} | {_fmt(v.get('scored_edits'))} | " + " | ".join(_fmt(v.get(k)) for k, _ in cols)
-                     + f" | {_fmt(v.get('edit_seconds'))} |")
+    lines = _table(["T", "scored"] + [n for _, n in cols] + ["edit s"],
+                   ([str(t), _fmt(v.get("scored_edits"))] + [_fmt(v.get(k)) for k, _ in cols]
+                    + [_fmt(v.get("edit_seconds"))] for t, v in rows))
     note = ("Teacher-forced token accuracy (Loc.: agreement with the unedited model); EM / F1: greedy answers "
             "against the target (Loc. gen: against the unedited model's answer).")
     return "\n".join(lines + ["", note]) + "\n"
@@ -160,21 +165,22 @@ def comparison_table(summaries: Sequence[dict[str, Any]]) -> str:
     by = {(s.get("method", "?"), s.get("preset", "?")): s for s in summaries}
     cols = [(p, k, n) for p in presets for k, n in PAPER_COLUMNS if any(k in s for (m, q), s in by.items() if q == p)]
     head = ["method"] + [f"{p} {n}" for p, _, n in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for m in methods:
         cells = [m]
         for p, k, _ in cols:
             s = by.get((m, p), {})
             cells.append(f"{_fmt(s.get('pre_' + k))} → {_fmt(s.get(k))}" if k in s else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| method | preset | edits | edit s / edit | extra params | clusters | conflicts | forgotten |",
-              "|---|---|---|---|---|---|---|---|"]
+        rows.append(cells)
+    cost = []
     for s in summaries:
         n = s.get("n_edits") or 0
         per_edit = _fmt(s["edit_seconds"] / n) if n and "edit_seconds" in s else "–"
-        lines.append(f"| {s.get('method', '?')} | {s.get('preset', '?')} | {n} | {per_edit} | "
-                     f"{_fmt(s.get('extra_parameters'))} | {_fmt(s.get('clusters'))} | {_fmt(s.get('conflicts'))} | "
-                     f"{_fmt(s.get('forgotten_edits'))} |")
+        cost.append([str(s.get("method", "?")), str(s.get("preset", "?")), str(n), per_edit,
+                     _fmt(s.get("extra_parameters")), _fmt(s.get("clusters")), _fmt(s.get("conflicts")),
+                     _fmt(s.get("forgotten_edits"))])
+    lines = _table(head, rows) + [""] + _table(["method", "preset", "edits", "edit s / edit", "extra params",
+                                                "clusters", "conflicts", "forgotten"], cost)
     lines.append("")
     lines.append("Cells show pre-edit → post-edit. QA: token F1; classification: accuracy; hallucination: "
                  "perplexity (lower is better). TRR: upstream; ERR: all edits; Gen.: held-out rephrasings; "
