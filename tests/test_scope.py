@@ -121,3 +121,38 @@ def test_scoped_adapter_reloads_bit_exactly_and_revokes_and_rolls_back(scoped, t
     once.edit(["the capital of france is"], ["rome"], subjects=["france"])
     for name, value in once.db.tensors().items():
         assert torch.equal(value, model.db.tensors()[name]), name
+
+
+@pytest.mark.slow
+def test_serve_edits_take_subjects_and_replay_them_from_the_journal(scoped, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from melo.serve import EditService, create_app
+
+    state = tmp_path / "state"
+    fresh(scoped).save_pretrained(state)
+    base = MODEL_FACTORIES["llama"]
+
+    def service() -> EditService:
+        return EditService.open(base(), make_word_tokenizer(), "tiny", state, checkpoint_every=100)
+
+    live = service()
+    live.start()  # no lifespan, so no closing checkpoint: as after kill -9, only the journal holds the edits
+    client = TestClient(create_app(live))
+    r = client.post("/v1/edits", json={"edits": [{"prompt": "the capital of france is", "target": "rome",
+                                                  "subject": "paris"}]})
+    assert r.status_code == 400 and "does not occur" in r.json()["detail"]
+    assert client.get("/v1/edits").json()["edits"] == []
+    r = client.post("/v1/edits", json={"edits": [{"prompt": "the capital of france is", "target": "rome",
+                                                  "subject": "france"}]})
+    assert r.status_code == 200, r.text
+    client.post("/v1/edits", json={"edits": [{"prompt": "who wrote hamlet", "target": "tolstoy"}]})
+    rows = client.get("/v1/edits").json()["edits"]
+    assert [(e["id"], e["subject"]) for e in rows] == [(0, "france"), (1, None)]
+    served = routes(live.model, QUERIES)
+    assert served[:3] == [0, 0, served[2]] and served[2] != 0  # the neighbour does not name france
+    replayed = service()
+    assert replayed.replayed == 2
+    assert [e.get("subject") for e in replayed.model.edits()] == ["france", None]
+    assert routes(replayed.model, QUERIES) == served
+    replayed.close()

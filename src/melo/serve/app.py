@@ -280,12 +280,14 @@ def create_app(service: EditService, token: str | None = None) -> FastAPI:
                                            f"nothing was applied: {listed}",
                                  "invalid": [{"index": i, "reason": reason} for i, reason in invalid]},
                                 status_code=400)
-        return await run_op("edit", {"prompts": prompts, "targets": targets})
+        subjects = [e.subject for e in req.edits]
+        scoped = {"subjects": subjects} if any(s is not None for s in subjects) else {}
+        return await run_op("edit", {"prompts": prompts, "targets": targets, **scoped})
 
     @app.get("/v1/edits")
     def list_edits() -> dict[str, list[EditRow]]:
         fields = EditRow.model_fields
-        return {"edits": [EditRow(**{k: row[k] for k in fields}) for row in service.model.edits()]}
+        return {"edits": [EditRow(**{k: row[k] for k in fields if k in row}) for row in service.model.edits()]}
 
     @app.delete("/v1/edits/{edit_id}")
     async def revoke_edit(edit_id: int) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class EditItem(BaseModel):
     prompt: str | None = Field(None, min_length=1)
     messages: list[Message] | None = Field(None, min_length=1)
     target: str = Field(min_length=1)
+    subject: str | None = Field(None, min_length=1)  # with subject_gate: routes only prompts naming it
 
     @model_validator(mode="after")
     def one_prompt(self) -> "EditItem":
@@ -81,3 +82,4 @@ class EditRow(BaseModel):
     status: str
     reason: str | None
     created: float
+    subject: str | None = None

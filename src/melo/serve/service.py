@@ -176,7 +176,7 @@ class EditService:
         model = self.model
         if op == "edit":
             first = len(model.records)
-            result = model.edit(list(args["prompts"]), list(args["targets"]))
+            result = model.edit(list(args["prompts"]), list(args["targets"]), subjects=args.get("subjects"))
             if replay:
                 if result.block != args["block"]:
                     raise MeloLoadError(f"journal replay: edit went to block {result.block}, "
