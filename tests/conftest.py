@@ -76,10 +76,14 @@ MODEL_LAYERS = {
 }
 
 
-def make_word_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + WORDS)}
+def make_word_tokenizer(capitalised: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """The test vocabulary, lower-cased; with ``capitalised``, a cased tokenizer in which those
+    words are spelt with a capital letter (same ids, so the same tiny models)."""
+    words = [w.capitalize() if w in capitalised else w for w in WORDS]
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + words)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.Lowercase()
+    if not capitalised:
+        backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,

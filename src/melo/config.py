@@ -96,6 +96,9 @@ class MeloConfig:
         key_encoder: keys from this sentence encoder (``"minilm"`` or a folder) on the prompt text.
         subject_gate: edits given a subject (``edit(..., subjects=...)``) route only prompts that mention
             it as whole words (``melo.scope``; needs a WordPiece ``key_encoder``).
+        subject_names: with ``subject_gate``, a subject followed at once by a word that starts with a
+            capital letter or a digit is part of a longer name and does not match ("Nintendo" is not
+            mentioned in "Nintendo 64 is developed by"); an edit whose own prompt does so is refused.
         context_prefixes: causal_lm: each edit is also trained after this many short context texts the
             model writes once from neutral seeds (``melo.augment``); 0: the prompt alone.
         stop_loss: an edit ends early once its training loss is below this.
@@ -128,6 +131,7 @@ class MeloConfig:
     key_sink_ratio: float | None = None  # mean pooling: leave out tokens whose norm exceeds ratio x the median
     key_encoder: str | None = None  # keys from this sentence encoder ("minilm" or a folder) on the prompt text
     subject_gate: bool = False  # edits with a subject route only prompts that mention it (melo.scope)
+    subject_names: bool = False  # subject_gate: a subject followed by a capitalised word or a number does not match
     context_prefixes: int = 0  # causal_lm: also train each edit after this many model-written contexts
     stop_loss: float | None = None  # end an edit early once its training loss is below this
     max_blocks: int | None = None
@@ -162,7 +166,7 @@ class MeloConfig:
             raise MeloConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
         if not isinstance(self.conflict_rule, str) or self.conflict_rule not in CONFLICT_RULES:
             raise MeloConfigError(f"conflict_rule {self.conflict_rule!r} is not one of {CONFLICT_RULES}")
-        for name in ("normalize_keys", "subject_gate"):
+        for name in ("normalize_keys", "subject_gate", "subject_names"):
             if not isinstance(getattr(self, name), bool):
                 raise MeloConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("key_sink_ratio", "stop_loss"):
@@ -176,6 +180,8 @@ class MeloConfig:
             raise MeloConfigError(f"key_encoder must be None, 'minilm' or a model folder, got {self.key_encoder!r}")
         if self.subject_gate and self.key_encoder is None:
             raise MeloConfigError("subject_gate matches the key encoder's tokens: set key_encoder (e.g. 'minilm')")
+        if self.subject_names and not self.subject_gate:
+            raise MeloConfigError("subject_names refines subject_gate's matching: set subject_gate=True too")
         if self.block_dtype is not None and self.block_dtype not in BLOCK_DTYPES:
             raise MeloConfigError(f"block_dtype {self.block_dtype!r} is not None or one of {BLOCK_DTYPES}")
         if not isinstance(self.target_prefix, str):

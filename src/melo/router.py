@@ -92,6 +92,7 @@ class Router:
         self.base_model, self.task, self.layer = base_model, config.task, config.router_layer
         self.pooling, self.normalize = config.key_pooling, config.normalize_keys
         self.sink_ratio = config.key_sink_ratio
+        self.subject_names = config.subject_names
         self.encoder, self.tokenizer = encoder, tokenizer
         device = execution_device(base_model, module)  # keys live where the router layer computes
         self.version = Version(VectorDatabase(key_dim, config.init_radius, device, config.conflict_rule), {})
@@ -159,7 +160,9 @@ class Router:
             ids = [row[mask.bool()].tolist() for row, mask in zip(input_ids, call.key_mask)]
             texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
             keys, tokens, mask = self.encoder.encode_tokens(texts)
-            return keys.to(input_ids.device), lambda n: window_hashes(tokens, mask, self.encoder.continuation, n)
+            encoder = self.encoder
+            return keys.to(input_ids.device), lambda n: window_hashes(
+                tokens, mask, encoder.continuation, n, encoder.name_starts(texts) if self.subject_names else None)
         run_prompt(self.base_model, self.task, input_ids, attention_mask)
         if call.keys is None:
             raise MeloConfigError(f"router layer {self.layer!r} did not run")

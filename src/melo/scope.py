@@ -3,14 +3,18 @@
 Matching is on the key encoder's WordPiece tokens: the subject's tokens must occur in the prompt's
 as a run of whole words (the token after the run does not continue a word), so with an uncased
 encoder it is a whole-word, case-insensitive match ("Toko Yasuda" matches "toko yasuda's", not
-"Toko Yasudas"). Every token run is reduced to one 64-bit polynomial hash, so a batch of prompts is
-matched against all stored subjects with one sort and one ``searchsorted`` (``subject_matches``).
+"Toko Yasudas"). With ``subject_names`` the run must not be followed at once by a word that starts
+with a capital letter or a digit either: "Nintendo" is then not mentioned in "Nintendo 64 is made
+by", nor "Arno" in "Arno Holz was born in". Every token run is reduced to one 64-bit polynomial
+hash, so a batch of prompts is matched against all stored subjects with one sort and one
+``searchsorted`` (``subject_matches``).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .errors import MeloConfigError, MeloEditError
@@ -43,14 +47,33 @@ def subject_hashes(rows: torch.Tensor) -> torch.Tensor:
     return torch.where(length > 0, _step(h, length), torch.zeros_like(h))
 
 
-def window_hashes(ids: torch.Tensor, mask: torch.Tensor, continues: torch.Tensor, max_len: int) -> torch.Tensor:
+def name_starts(texts: Sequence[str], offsets: torch.Tensor, continues: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] bool: the token begins a word whose first character is an upper-case letter or a
+    digit. ``offsets``: the tokenizer's [batch, seq, 2] character spans of ``texts`` ((0, 0): a special
+    or padding token); ``continues``: [batch, seq] the token continues the previous word."""
+    lengths = torch.from_numpy(np.char.str_len(np.asarray(list(texts), dtype=str)).astype(np.int64)).reshape(-1)
+    codes = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    start, end = offsets[..., 0].long(), offsets[..., 1].long()
+    if len(codes) == 0:
+        return torch.zeros(start.shape, dtype=torch.bool)
+    at = ((torch.cumsum(lengths, 0) - lengths)[:, None] + start).clamp(0, len(codes) - 1)
+    first = codes[at.numpy()].view("<U1")
+    named = torch.from_numpy(np.char.isupper(first) | np.char.isdigit(first))
+    return named & (end > start) & ~continues.bool()
+
+
+def window_hashes(ids: torch.Tensor, mask: torch.Tensor, continues: torch.Tensor, max_len: int,
+                  name_next: torch.Tensor | None = None) -> torch.Tensor:
     """Hashes of every whole-word token run of length 1..max_len in each row: [batch, seq * max_len];
-    0 where a run leaves the mask or ends inside a word."""
+    0 where a run leaves the mask or ends inside a word (or, with ``name_next`` ([batch, seq] bool,
+    ``name_starts``), is followed at once by a capitalised word or a number)."""
     batch, seq = ids.shape
     ids = ids.long()
     valid = mask.bool()
     nxt_cont = torch.zeros_like(valid)
     nxt_cont[:, :-1] = continues.to(ids.device)[ids[:, 1:].clamp(0, len(continues) - 1)] & valid[:, 1:]
+    if name_next is not None:
+        nxt_cont[:, :-1] |= name_next.to(ids.device)[:, 1:] & valid[:, 1:]
     out = torch.zeros(batch, seq, max_len, dtype=torch.long, device=ids.device)
     h = torch.full((batch, seq), _OFFSET, dtype=torch.long, device=ids.device)
     inside = torch.ones_like(valid)

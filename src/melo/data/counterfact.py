@@ -37,18 +37,25 @@ def load_counterfact(path: str | os.PathLike, limit: int | None = None,
 
 
 def restated_by(records: list[Record]) -> list[int | None]:
-    """For each record's locality prompt, the first record whose edit rewrites the very fact it asks
-    (the prompt names that record's subject as whole words and its answer is that record's true
-    object), or None. Beyond a few thousand CounterFact edits, neighbourhood prompts of one case ask
-    facts another case edits ("Alistair Cooke works for" is both), so an editor that generalises
+    """For each record's locality prompt, the first record whose edit rewrites the very fact it asks,
+    or None. An edit rewrites it when the prompt names that record's subject as whole words and its
+    answer is that record's true object, or when the prompt is, word for word (case and outer spaces
+    aside), that record's prompt or paraphrase (CounterFact asks "Istanbul is a twin city of" under
+    several true objects). Beyond a few thousand CounterFact edits, neighbourhood prompts of one case
+    ask facts another case edits ("Alistair Cooke works for" is both), so an editor that generalises
     must change those answers; locality is also reported without them."""
     by_truth: dict[str, list[tuple[int, re.Pattern]]] = {}
+    by_text: dict[str, int] = {}
     for j, r in enumerate(records):
         if r.subject and r.truth:
             pattern = re.compile(r"(?<!\w)" + re.escape(r.subject.lower()) + r"(?!\w)")
             by_truth.setdefault(r.truth.strip().lower(), []).append((j, pattern))
+        for text in (r.prompt, *r.rephrases):
+            by_text.setdefault(text.strip().lower(), j)
     out: list[int | None] = []
     for r in records:
         prompt, answer = (r.locality_prompt or "").lower(), (r.locality_answer or "").strip().lower()
-        out.append(next((j for j, pattern in by_truth.get(answer, []) if pattern.search(prompt)), None))
+        named = next((j for j, pattern in by_truth.get(answer, []) if pattern.search(prompt)), None)
+        same = by_text.get(prompt.strip()) if r.locality_prompt else None
+        out.append(min((j for j in (named, same) if j is not None), default=None))
     return out
