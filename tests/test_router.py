@@ -126,6 +126,28 @@ def test_updated_leaves_the_original_unchanged():
     assert db.labels == [(1,)] and db.n_conflicts == 0
 
 
+def test_versions_that_branch_from_one_database_stay_whole():
+    # tables that only grow are appended in place into spare storage: a second version grown from the
+    # same parent must copy, and an expanded (refit) or revoked centre must not reach earlier versions
+    base, _ = db_with([[([0.0, 0.0], 1)], [([3.0, 0.0], 2)]])
+    snapshot = lambda db: {k: v.clone() for k, v in db.tensors().items()}  # noqa: E731
+    before = snapshot(base)
+    first = base.updated(torch.tensor([[0.2, 0.0]]), [(1,)], 2)[0]  # expands cluster 0: its centre moves
+    second = base.updated(torch.tensor([[6.0, 0.0]]), [(3,)], 2)[0]  # a sibling: copies
+    first_then = snapshot(first)
+    third = first.updated(torch.tensor([[9.0, 0.0]]), [(4,)], 3)[0]
+    revoked = third.revoked([1])
+    for db, want in ((base, before), (first, first_then)):
+        assert all(torch.equal(want[k], v) for k, v in db.tensors().items())
+    assert torch.equal(second.keys, torch.tensor([[0.0, 0.0], [3.0, 0.0], [6.0, 0.0]]))
+    assert torch.equal(third.keys, torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.2, 0.0], [9.0, 0.0]]))
+    assert first.centres[0].tolist() == pytest.approx([0.1, 0.0]) and base.centres[0].tolist() == [0.0, 0.0]
+    fresh, _ = db_with([[([0.0, 0.0], 1)], [([3.0, 0.0], 2)], [([0.2, 0.0], 1)], [([9.0, 0.0], 4)]])
+    for name, value in fresh.tensors().items():
+        assert torch.equal(value, third.tensors()[name]), name
+    assert revoked.n_keys == 4 and third.live().all() and not revoked.live()[1]
+
+
 def reference_lookup(db, query):
     """The lookup rule written as plainly as possible (loops, float64)."""
     q = query.double()

@@ -50,14 +50,23 @@ def exact_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cdist(a.double(), b.double(), compute_mode="donot_use_mm_for_euclid_dist")
 
 
+def maybe_within(a: torch.Tensor, b: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """[len(a), len(b)] bool, true wherever ``exact_dist(a, b) <= limit`` ([len(b)]) and a few more:
+    one float32 product, with a margin far wider than its rounding, picks the pairs worth the exact check."""
+    a32, b32 = a.float(), b.float()
+    na, nb = (a32 * a32).sum(1, keepdim=True), (b32 * b32).sum(1).unsqueeze(0)
+    d2 = torch.addmm(na + nb, a32, b32.t(), alpha=-2.0)
+    return d2 <= limit.float().clamp_min(0).square().unsqueeze(0) + 1e-4 * (na + nb) + 1e-6
+
+
 def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> UpdateReport:
     """Add one batch's keys (edits ``db.n_keys ...``) to ``db`` in place; what happened, by rule."""
     report = UpdateReport()
     dev = db.device
     start = db.n_keys
     n = len(keys)
-    db.keys = torch.cat([db.keys, keys])
-    db.key_block = torch.cat([db.key_block, torch.full((n,), block, dtype=torch.long, device=dev)])
+    db.append("keys", keys)
+    db.append("key_block", torch.full((n,), block, dtype=torch.long, device=dev))
     db.key_cluster = torch.cat([db.key_cluster, torch.full((n,), -1, dtype=torch.long, device=dev)])
     db.key_labels.extend(labels)
     same = torch.triu((keys.unsqueeze(1) == keys.unsqueeze(0)).all(-1), diagonal=1)
@@ -68,14 +77,14 @@ def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> Upda
         if i in superseded:  # the same key with another label comes later in the batch
             _forget(db, torch.tensor([idx], device=dev), "superseded", report)
             continue
-        candidates = _populated(db)
-        if len(candidates) == 0:
+        populated = _populated(db)
+        if not bool(populated.any()):
             changed.add(_add_cluster(db, idx, db.init_radius, label))
             report.added += 1
             continue
-        dist = exact_dist(db.keys[idx].unsqueeze(0), db.centres[candidates])[0]
-        nearest = int(dist.argmin())
-        j, d = int(candidates[nearest]), float(dist[nearest])
+        dist = exact_dist(db.keys[idx].unsqueeze(0), db.centres)[0].masked_fill(~populated, torch.inf)
+        j = int(dist.argmin())  # the first of equal minima, as over the populated clusters alone
+        d = float(dist[j])
         reach = 0.0 if db.conflict_rule == "nearest" else db.init_radius
         if d > float(db.radii[j]) + reach:
             changed.add(_add_cluster(db, idx, db.init_radius, label))
@@ -101,13 +110,12 @@ def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> Upda
 
 
 def _populated(db) -> torch.Tensor:
-    """Ids of the clusters that still have a live member."""
-    counts = torch.bincount(db.key_cluster[db.live()], minlength=db.n_clusters)
-    return torch.nonzero(counts > 0).squeeze(1)
+    """[n_clusters] bool: the cluster still has a live member."""
+    return torch.bincount(db.key_cluster[db.live()], minlength=db.n_clusters) > 0
 
 
 def _add_cluster(db, idx: int, radius: float, label: Label) -> int:
-    db.centres = torch.cat([db.centres, db.keys[idx].double().unsqueeze(0)])
+    db.append("centres", db.keys[idx].double().unsqueeze(0))
     db.radii = torch.cat([db.radii, torch.tensor([radius], dtype=torch.float64, device=db.device)])
     db.labels.append(label)
     db.key_cluster[idx] = db.n_clusters - 1
@@ -116,6 +124,7 @@ def _add_cluster(db, idx: int, radius: float, label: Label) -> int:
 
 def _refit(db, j: int) -> None:
     members = db.keys[db.key_cluster == j].double()
+    db.centres = db.centres.clone()  # earlier versions share the table
     db.centres[j] = members.mean(0)
     spread = float((members - db.centres[j]).norm(dim=1).max())
     db.radii[j] = max(spread + EPS, db.init_radius)  # EPS: the farthest member is not on the edge
@@ -145,17 +154,22 @@ def _separate(db, changed: list[int], new: torch.Tensor, report: UpdateReport) -
     every live key against the changed clusters. Shrinking drops members but never moves a
     centre, so one pass leaves every live key routed to its own cluster.
     """
-    live = torch.nonzero(db.live()).squeeze(1)
+    live_mask = db.live()
+    live = torch.nonzero(live_mask).squeeze(1)
     if len(live) == 0:
         return
     ch = torch.tensor(changed, dtype=torch.long, device=db.device)
     moved = live[torch.isin(db.key_cluster[live], ch)]
     check = torch.unique(torch.cat([new[db.key_cluster[new] >= 0], moved]))
     limit = db.radii.clone()
-    for keys, cluster_ids in ((check, torch.arange(db.n_clusters, device=db.device)), (live, ch)):
-        if len(keys) == 0 or len(cluster_ids) == 0:
+    # live keys against the changed clusters: only keys that may lie in one of their balls can be stolen
+    near = torch.nonzero((maybe_within(db.keys, db.centres[ch], db.radii[ch]) & live_mask.unsqueeze(1)).any(1))
+    for keys, cluster_ids in ((check, None), (near.squeeze(1), ch)):
+        if len(keys) == 0 or (cluster_ids is not None and len(cluster_ids) == 0):
             continue
-        dist = exact_dist(db.keys[keys], db.centres[cluster_ids])
+        dist = exact_dist(db.keys[keys], db.centres if cluster_ids is None else db.centres[cluster_ids])
+        if cluster_ids is None:
+            cluster_ids = torch.arange(db.n_clusters, device=db.device)
         own = db.key_cluster[keys]
         own_dist = (db.keys[keys].double() - db.centres[own]).norm(dim=1, keepdim=True)
         foreign = own.unsqueeze(1) != cluster_ids.unsqueeze(0)
@@ -212,6 +226,7 @@ def revoke_keys(db, ids: list[int]) -> None:
         radius = max(float((members - centre).norm(dim=1).max()) + EPS, db.init_radius)
         others = db.live() & (db.key_cluster != j)
         if not bool(((db.keys[others].double() - centre).norm(dim=1) <= radius).any()):
+            db.centres = db.centres.clone()  # earlier versions share the table
             db.centres[j], db.radii[j] = centre, radius
     _remove_empty_clusters(db)
 

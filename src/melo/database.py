@@ -14,6 +14,7 @@ prompts that mention that subject.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import torch
@@ -27,6 +28,27 @@ CANDIDATES = 8
 Label = tuple[int, ...]
 
 
+class _Grown:
+    """Storage of a table that grows by appending, doubling as it fills. The tables of several
+    database versions are views of its first rows; only a version that holds every used row may
+    append in place (rows past a version's length are invisible to it), any other copies."""
+
+    def __init__(self, table: torch.Tensor, extra: int):
+        n = table.shape[0]
+        self.buffer = table.new_empty((max(16, 2 * (n + extra)), *table.shape[1:]))
+        self.buffer[:n] = table
+        self.used = n + extra  # claimed by the version that made it
+        self.lock = threading.Lock()
+
+    def claim(self, table: torch.Tensor, extra: int) -> bool:
+        with self.lock:
+            ok = (table.data_ptr() == self.buffer.data_ptr() and table.shape[0] == self.used
+                  and table.shape[1:] == self.buffer.shape[1:] and self.used + extra <= self.buffer.shape[0])
+            if ok:
+                self.used += extra
+            return ok
+
+
 class VectorDatabase:
     """Clusters of edit keys. Key ``i`` belongs to edit ``i``; forgotten keys have cluster -1.
 
@@ -35,6 +57,7 @@ class VectorDatabase:
     """
 
     TENSORS = ("keys", "key_block", "key_cluster", "centres", "radii", "key_subject")
+    SHARED = ("keys", "key_block", "key_subject", "centres")  # never written in place (centres: writers copy)
 
     def __init__(self, dim: int, init_radius: float, device: torch.device | str = "cpu",
                  conflict_rule: str = "split"):
@@ -53,6 +76,7 @@ class VectorDatabase:
         self.forgotten: dict[int, str] = {}
         self.n_conflicts = 0
         self._index: dict[str, torch.Tensor] | None = None
+        self._grown: dict[str, _Grown] = {}
 
     # ---- inspection -------------------------------------------------------------------------
     @property
@@ -72,14 +96,27 @@ class VectorDatabase:
 
     def clone(self) -> "VectorDatabase":
         other = VectorDatabase(self.dim, self.init_radius, self.device, self.conflict_rule)
-        for name in self.TENSORS:
-            setattr(other, name, getattr(self, name).clone())
+        for name in self.TENSORS:  # tables only ever replaced or appended to are shared, not copied
+            value = getattr(self, name)
+            setattr(other, name, value if name in self.SHARED else value.clone())
         other.labels = list(self.labels)
         other.key_labels = list(self.key_labels)
-        other.history = [list(entry) for entry in self.history]
+        other.history = list(self.history)  # entries are never changed once appended
         other.forgotten = dict(self.forgotten)
         other.n_conflicts = self.n_conflicts
+        other._grown = dict(self._grown)
         return other
+
+    def append(self, name: str, rows: torch.Tensor) -> None:
+        """Table ``name`` with ``rows`` after it (as ``torch.cat``), written in place into spare storage
+        when no other version has appended there: an edit copies no table that only grows."""
+        table = getattr(self, name)
+        store = self._grown.get(name)
+        if store is None or not store.claim(table, len(rows)):
+            store = self._grown[name] = _Grown(table, len(rows))
+        n = table.shape[0]
+        store.buffer[n : n + len(rows)] = rows
+        setattr(self, name, store.buffer[: n + len(rows)])
 
     def moved_to(self, device: torch.device | str) -> "VectorDatabase":
         """A copy on ``device``, each table in its own dtype (keys float32, centres and radii float64)."""
@@ -90,6 +127,7 @@ class VectorDatabase:
         for name in self.TENSORS:
             setattr(self, name, getattr(self, name).to(device))
         self._index = None
+        self._grown = {}
         return self
 
     # ---- lookup -----------------------------------------------------------------------------
