@@ -11,6 +11,7 @@ from typing import Any, Iterable, Sequence
 from ..data.readers import read_text
 from ..errors import MeloDataError
 from ..evaluation.outputs import figure
+from ..persistence import write_durably
 
 QUALITY = [("es", "ES"), ("err", "ERR"), ("trr", "TRR"), ("generality", "Generality"), ("arr", "ARR"),
            ("reliability", "Reliability"), ("generalization", "Generalization"), ("locality", "Locality")]
@@ -27,14 +28,14 @@ class RunWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         if keep_lines is None:
-            (self.dir / "config.json").write_text(json.dumps(config, indent=1, default=str))
+            write_durably(self.dir / "config.json", json.dumps(config, indent=1, default=str).encode())
             kept = []
         else:
             kept = read_text(self.metrics_path).splitlines(keepends=True)[:keep_lines] \
                 if self.metrics_path.is_file() else []
             if len(kept) < keep_lines:
                 raise MeloDataError(f"{self.metrics_path} has {len(kept)} lines, its checkpoint {keep_lines}")
-        self.metrics_path.write_text("".join(kept))
+        write_durably(self.metrics_path, "".join(kept).encode())  # a kill while cutting back keeps the old file
         self.lines = len(kept)
 
     def log(self, point: dict[str, Any]) -> None:
