@@ -49,8 +49,8 @@ def test_name_starts_mark_capitalised_words_and_numbers():
     encoder = SentenceEncoder("minilm")
     texts = ["Nintendo 64 is developed by", "Nintendo is based in", "Arno Holz was born in", "Cadillac ATS is", "",
              "É x"]
-    _, ids, mask = encoder.encode_tokens(texts)
-    starts = encoder.name_starts(texts)
+    _, ids, mask, starts = encoder.encode_tokens(texts, name_starts=True)
+    assert encoder.encode_tokens(texts)[3] is None
     assert starts.shape == ids.shape
     assert starts.tolist()[0][:4] == [False, True, True, False]  # [CLS] nintendo 64 is
     assert starts[2].sum() == 2 and not starts[4].any() and starts.tolist()[5][:3] == [False, True, False]

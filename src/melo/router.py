@@ -159,10 +159,9 @@ class Router:
         if self.encoder is not None:  # the text of the key tokens, through the sentence encoder
             ids = [row[mask.bool()].tolist() for row, mask in zip(input_ids, call.key_mask)]
             texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
-            keys, tokens, mask = self.encoder.encode_tokens(texts)
-            encoder = self.encoder
-            return keys.to(input_ids.device), lambda n: window_hashes(
-                tokens, mask, encoder.continuation, n, encoder.name_starts(texts) if self.subject_names else None)
+            keys, tokens, mask, starts = self.encoder.encode_tokens(texts, name_starts=self.subject_names)
+            continuation = self.encoder.continuation
+            return keys.to(input_ids.device), lambda n: window_hashes(tokens, mask, continuation, n, starts)
         run_prompt(self.base_model, self.task, input_ids, attention_mask)
         if call.keys is None:
             raise MeloConfigError(f"router layer {self.layer!r} did not run")
