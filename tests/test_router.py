@@ -215,6 +215,18 @@ def test_identical_keys_with_different_targets_in_one_batch_keep_the_last():
     assert db.lookup(key[:1]).tolist() == [1]
 
 
+@pytest.mark.parametrize("rule", ["split", "nearest"])
+def test_a_prompt_edited_again_with_another_target_keeps_the_new_edit(rule):
+    # found by the property below: the old key sat nearer the new centre than its own expanded
+    # centre, so the separation pass shrank the new ball to nothing and dropped the new edit
+    db = VectorDatabase(2, 0.5, conflict_rule=rule)
+    db = db.updated(torch.tensor([[0.0, 0.0], [0.0, 0.25]]), [(0,), (0,)], 0)[0]
+    db, report = db.updated(torch.tensor([[0.0, 0.0]]), [(1,)], 1)
+    assert db.live().tolist()[0::2] == [False, True]  # (the paper's split also forgets key 1 as a conflict)
+    assert report.forgotten[0] == ("superseded" if rule == "nearest" else "conflict")
+    assert db.lookup(torch.tensor([[0.0, 0.0]])).tolist() == [1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["split", "nearest"])
 @settings(max_examples=150, deadline=None)

@@ -22,7 +22,8 @@ Only clusters with live members are candidates. A key identical to a later key o
 with another label is "superseded" before the rules run: the last edit of a prompt wins. After a batch, a ball that
 holds a live key of another cluster whose own centre is farther is shrunk to exclude it (members
 pushed out are forgotten as "displaced"; the paper's rules alone let an expanding ball capture
-other edits), and an older key identical to a newer one in the same cluster is "superseded". With
+other edits), and an older key identical to a newer one in the same cluster or with another label is
+"superseded" (the latter before the separation pass, so the newer edit of a prompt is the one kept). With
 the router's lookup, every live edit key then routes to its own block.
 """
 
@@ -104,6 +105,7 @@ def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> Upda
             changed.add(j)
             changed.add(_add_cluster(db, idx, d / 2 + EPS, label))
             _drop_outside(db, [j], "conflict", report)
+    _supersede_relabelled(db, start, report)
     _separate(db, sorted(changed), torch.arange(start, db.n_keys, device=dev), report)
     _remove_empty_clusters(db)
     return report
@@ -180,6 +182,24 @@ def _separate(db, changed: list[int], new: torch.Tensor, report: UpdateReport) -
     db.radii = limit
     _drop_outside(db, shrunk, "displaced", report)
     _retire_duplicates(db, new, report)
+
+
+def _supersede_relabelled(db, start: int, report: UpdateReport) -> None:
+    """An older live key identical to a new live key with another label is superseded (the later edit
+    of a prompt wins), before the separation pass could push the new key out in its favour."""
+    new = start + torch.nonzero(db.key_cluster[start:] >= 0).squeeze(1)
+    older = torch.nonzero(db.key_cluster[:start] >= 0).squeeze(1)
+    if len(new) == 0 or len(older) == 0:
+        return
+    maybe = db.keys[older, 0].unsqueeze(0) == db.keys[new, 0].unsqueeze(1)  # one coordinate, then whole rows
+    pairs = torch.nonzero(maybe)
+    if len(pairs) == 0:
+        return
+    a, b = new[pairs[:, 0]], older[pairs[:, 1]]
+    same = (db.keys[a] == db.keys[b]).all(1)
+    stale = sorted({j for i, j in zip(a[same].tolist(), b[same].tolist()) if db.key_labels[i] != db.key_labels[j]})
+    if stale:
+        _forget(db, torch.tensor(stale, dtype=torch.long, device=db.device), "superseded", report)
 
 
 def _retire_duplicates(db, new: torch.Tensor, report: UpdateReport) -> None:
