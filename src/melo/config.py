@@ -101,6 +101,8 @@ class MeloConfig:
             mentioned in "Nintendo 64 is developed by"); an edit whose own prompt does so is refused.
         context_prefixes: causal_lm: each edit is also trained after this many short context texts the
             model writes once from neutral seeds (``melo.augment``); 0: the prompt alone.
+        key_variants: causal_lm: each edit also stores the keys of its prompt after this many of those
+            context texts, so it owns several keys (all leave together when it is revoked); 0: one key.
         stop_loss: an edit ends early once its training loss is below this.
         max_blocks: at most this many blocks (MeloCapacityError beyond); None: storage grows.
         target_prefix: causal_lm: the text between a prompt and its target.
@@ -133,6 +135,7 @@ class MeloConfig:
     subject_gate: bool = False  # edits with a subject route only prompts that mention it (melo.scope)
     subject_names: bool = False  # subject_gate: a subject followed by a capitalised word or a number does not match
     context_prefixes: int = 0  # causal_lm: also train each edit after this many model-written contexts
+    key_variants: int = 0  # causal_lm: also key each edit's prompt after this many of those contexts
     stop_loss: float | None = None  # end an edit early once its training loss is below this
     max_blocks: int | None = None
     block_dtype: str | None = None  # stored blocks: None follows the model's dtype; "bfloat16" halves bytes per edit
@@ -152,8 +155,10 @@ class MeloConfig:
             setattr(self, name, _checked_int(name, getattr(self, name), low=1))
         self.seed = _checked_int("seed", self.seed, low=0, below=MAX_SEED)
         self.context_prefixes = _checked_int("context_prefixes", self.context_prefixes, low=0, below=33)
-        if self.context_prefixes and self.task not in (None, "causal_lm"):
-            raise MeloConfigError(f"context_prefixes trains causal LMs, not task {self.task!r}")
+        self.key_variants = _checked_int("key_variants", self.key_variants, low=0, below=33)
+        for name in ("context_prefixes", "key_variants"):
+            if getattr(self, name) and self.task not in (None, "causal_lm"):
+                raise MeloConfigError(f"{name} works on causal LMs' prompts, not task {self.task!r}")
         if self.max_blocks is not None:
             self.max_blocks = _checked_int("max_blocks", self.max_blocks, low=1)
         for name in ("init_radius", "edit_lr", "lora_alpha"):
@@ -187,6 +192,11 @@ class MeloConfig:
         if not isinstance(self.target_prefix, str):
             raise MeloConfigError(f"target_prefix must be a string, got {self.target_prefix!r}")
         self.extra = _checked_extra(self.extra)
+
+    @property
+    def n_contexts(self) -> int:
+        """Context texts an edit needs (``melo.augment``): for training and for extra keys."""
+        return max(self.context_prefixes, self.key_variants)
 
     @property
     def scale(self) -> float:

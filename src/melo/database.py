@@ -1,8 +1,10 @@
 """The vector database: clusters of edit keys, and the lookup from a key to the block that learned it.
 
 A cluster has a centre, a radius, the exact label (token ids or class id) of its edits, and member
-keys, each mapped to the block that learned it. The rules applied when a batch is edited (add,
-expand, conflict; separation of balls; duplicates) are in ``melo.clusters``.
+keys, each mapped to the block that learned it. An edit has one key or several (its prompt's, then
+variants' such as the prompt after context prefixes); it is live while any of its keys is. The
+rules applied when a batch is edited (add, expand, conflict; separation of balls; duplicates) are in
+``melo.clusters``.
 
 Lookup: among clusters whose ball contains the query, the one with the nearest centre (the paper's
 "nearest centre, if within its radius" whenever the nearest ball contains the query, which is the
@@ -50,14 +52,16 @@ class _Grown:
 
 
 class VectorDatabase:
-    """Clusters of edit keys. Key ``i`` belongs to edit ``i``; forgotten keys have cluster -1.
+    """Clusters of edit keys. Key ``i`` belongs to edit ``key_edit[i]`` (keys are stored in edit order);
+    forgotten keys have cluster -1 and a reason in ``forgotten`` (by key).
 
     Never changed in place once built: ``updated`` returns a new database, so a lookup running in
     another thread always sees one whole state.
     """
 
-    TENSORS = ("keys", "key_block", "key_cluster", "centres", "radii", "key_subject")
-    SHARED = ("keys", "key_block", "key_subject", "centres")  # never written in place (centres: writers copy)
+    TENSORS = ("keys", "key_block", "key_cluster", "centres", "radii", "key_subject", "key_edit")
+    SHARED = ("keys", "key_block", "key_subject", "key_edit", "centres")  # never written in place (centres:
+    # writers copy)
 
     def __init__(self, dim: int, init_radius: float, device: torch.device | str = "cpu",
                  conflict_rule: str = "split"):
@@ -70,10 +74,11 @@ class VectorDatabase:
         self.centres = torch.empty(0, dim, dtype=torch.float64, device=device)
         self.radii = torch.empty(0, dtype=torch.float64, device=device)
         self.key_subject = torch.empty(0, 0, dtype=torch.long, device=device)  # melo.scope: tokens, NO_TOKEN-padded
+        self.key_edit = torch.empty(0, dtype=torch.long, device=device)
         self.labels: list[Label] = []
         self.key_labels: list[Label] = []  # label of each key: replays rebuild the database from them
-        self.history: list[list] = []  # ["batch", block] and ["revoke", ids], in the order applied
-        self.forgotten: dict[int, str] = {}
+        self.history: list[list] = []  # ["batch", block] and ["revoke", edit ids], in the order applied
+        self.forgotten: dict[int, str] = {}  # key id -> reason
         self.n_conflicts = 0
         self._index: dict[str, torch.Tensor] | None = None
         self._grown: dict[str, _Grown] = {}
@@ -91,8 +96,32 @@ class VectorDatabase:
     def device(self) -> torch.device:
         return self.keys.device
 
+    @property
+    def n_edits(self) -> int:
+        return int(self.key_edit[-1]) + 1 if self.n_keys else 0
+
     def live(self) -> torch.Tensor:
+        """[n_keys] bool: the key routes (has a cluster)."""
         return self.key_cluster >= 0
+
+    def edit_keys(self, edit_ids: torch.Tensor) -> torch.Tensor:
+        """Ids of every key of the edits ``edit_ids``."""
+        return torch.nonzero(torch.isin(self.key_edit, edit_ids.to(self.device))).squeeze(1)
+
+    def first_keys(self) -> torch.Tensor:
+        """[n_edits]: each edit's first key (its prompt's)."""
+        return torch.searchsorted(self.key_edit, torch.arange(self.n_edits, device=self.device))
+
+    def live_edits(self) -> torch.Tensor:
+        """[n_edits] bool: some key of the edit is live."""
+        return torch.zeros(self.n_edits, dtype=torch.bool, device=self.device).index_put_(
+            (self.key_edit[self.live()],), torch.tensor(True, device=self.device))
+
+    def edit_reasons(self) -> dict[int, str]:
+        """Why each edit that is not live is not: "revoked", or its first key's reason for leaving."""
+        first = self.first_keys().tolist()
+        return {e: self.forgotten.get(first[e], "forgotten")
+                for e in torch.nonzero(~self.live_edits()).squeeze(1).tolist()}
 
     def clone(self) -> "VectorDatabase":
         other = VectorDatabase(self.dim, self.init_radius, self.device, self.conflict_rule)
@@ -206,11 +235,18 @@ class VectorDatabase:
         return blocks
 
     # ---- update -----------------------------------------------------------------------------
-    def updated(self, keys: torch.Tensor, labels: list[Label], block: int,
-                subjects: torch.Tensor | None = None) -> tuple["VectorDatabase", UpdateReport]:
+    def updated(self, keys: torch.Tensor, labels: list[Label], block: int, subjects: torch.Tensor | None = None,
+                key_edits: torch.Tensor | None = None) -> tuple["VectorDatabase", UpdateReport]:
         """A new database with one edit batch applied (this one is left unchanged). ``subjects``: each
-        key's subject tokens ([n, width], NO_TOKEN-padded; ``melo.scope``), default none."""
+        key's subject tokens ([n, width], NO_TOKEN-padded; ``melo.scope``), default none. ``key_edits``:
+        the edit of each key within the batch (0, 0, 1, ...: in order, none skipped), default one key
+        per edit. The report names the edits left with no live key."""
+        edits = torch.arange(len(keys)) if key_edits is None else key_edits.long().cpu()
+        if len(edits) != len(keys) or (len(edits) and (int(edits[0]) != 0 or bool((edits.diff() < 0).any())
+                                                      or bool((edits.diff() > 1).any()))):
+            raise ValueError("key_edits must number the batch's edits 0, 1, ... in key order")
         db = self.clone()
+        db.append("key_edit", (edits + self.n_edits).to(self.device))
         rows = torch.empty(len(keys), 0, dtype=torch.long) if subjects is None else subjects.long()
         rows = rows[:, : int((rows != NO_TOKEN).sum(1).max()) if rows.numel() else 0]  # no all-padding columns
         width = max(db.key_subject.shape[1], rows.shape[1])
@@ -219,12 +255,25 @@ class VectorDatabase:
         report = apply_batch(db, keys.detach().float().to(self.device), [tuple(x) for x in labels], block)
         db.history.append(["batch", block])
         db._index = None
+        report.forgotten = db._edits_gone(report.forgotten)
         return db, report
 
+    def _edits_gone(self, forgotten_keys: dict[int, str]) -> dict[int, str]:
+        """Edit id -> reason, for the edits among ``forgotten_keys``' that have no live key left."""
+        if not forgotten_keys:
+            return {}
+        live = self.live_edits().tolist()
+        owner = self.key_edit[torch.tensor(list(forgotten_keys), dtype=torch.long, device=self.device)].tolist()
+        gone: dict[int, str] = {}
+        for edit, reason in zip(owner, forgotten_keys.values()):
+            if not live[edit]:
+                gone.setdefault(edit, reason)
+        return gone
+
     def revoked(self, ids: list[int]) -> "VectorDatabase":
-        """A new database without edits ``ids`` (see ``clusters.revoke_keys``)."""
+        """A new database without edits ``ids``: all of their keys (see ``clusters.revoke_keys``)."""
         db = self.clone()
-        revoke_keys(db, ids)
+        revoke_keys(db, self.edit_keys(torch.tensor(sorted(set(ids)), dtype=torch.long)).tolist())
         db.history.append(["revoke", sorted(set(ids))])
         return db
 
@@ -232,13 +281,15 @@ class VectorDatabase:
         """The database made by replaying this one's history up to block ``n_blocks``: the edit
         batches of blocks below it, and the revocations of their edits, in the order they came.
         Without revocations it is, bit for bit, the database of a model that made only those batches."""
-        n = int((self.key_block < n_blocks).sum())  # keys are stored in block order
+        kept = int((self.key_block < n_blocks).sum())  # keys are stored in block order
+        n = int(self.key_edit[kept - 1]) + 1 if kept else 0  # edits kept
         db = VectorDatabase(self.dim, self.init_radius, self.device, self.conflict_rule)
         for kind, arg in self.history:
             if kind == "batch" and arg < n_blocks:
                 rows = torch.nonzero(self.key_block == arg).squeeze(1)
+                edits = self.key_edit[rows]
                 db = db.updated(self.keys[rows], [self.key_labels[i] for i in rows.tolist()], arg,
-                                self.key_subject[rows])[0]
+                                self.key_subject[rows], edits - edits[0] if len(rows) else edits)[0]
             elif kind == "revoke" and any(i < n for i in arg):
                 db = db.revoked([i for i in arg if i < n])
         return db
@@ -262,7 +313,7 @@ class VectorDatabase:
         """The database saved as ``tensors`` / ``meta``, after checking that it is whole and consistent."""
         db = cls(dim, init_radius, conflict_rule=conflict_rule)
         try:
-            missing = [n for n in cls.TENSORS if f"router.{n}" not in tensors and n != "key_subject"]
+            missing = [n for n in cls.TENSORS if f"router.{n}" not in tensors and n not in ("key_subject", "key_edit")]
             if missing:
                 raise ValueError(f"tensor router.{missing[0]} is missing")
             db.keys = tensors["router.keys"].float()
@@ -271,6 +322,7 @@ class VectorDatabase:
             db.centres = tensors["router.centres"].double()
             db.radii = tensors["router.radii"].double()
             db.key_subject = tensors.get("router.key_subject", torch.empty(db.n_keys, 0)).long()  # saves before scope
+            db.key_edit = tensors.get("router.key_edit", torch.arange(db.n_keys)).long()  # one key per edit before
             db.labels = [tuple(int(t) for t in label) for label in meta["labels"]]
             db.key_labels = [tuple(int(t) for t in label) for label in meta["key_labels"]]
             db.history = [[str(kind), int(arg) if kind == "batch" else [int(i) for i in arg]]
@@ -280,11 +332,21 @@ class VectorDatabase:
         except (KeyError, TypeError, ValueError) as err:
             raise MeloLoadError(f"router state is malformed: {err}") from err
         n, c = db.n_keys, db.n_clusters
-        problems = [
+        shapes = [
             (db.keys.dim() != 2 or db.keys.shape[1] != dim, f"keys are {list(db.keys.shape)}, expected [n, {dim}]"),
             (db.centres.dim() != 2 or db.centres.shape[1] != dim, f"centres are {list(db.centres.shape)}"),
             (list(db.key_block.shape) != [n] or list(db.key_cluster.shape) != [n] or db.key_subject.dim() != 2
-             or db.key_subject.shape[0] != n, "key tables differ in length"),
+             or db.key_subject.shape[0] != n or list(db.key_edit.shape) != [n], "key tables differ in length"),
+        ]
+        for bad, message in shapes:
+            if bad:
+                raise MeloLoadError(f"router state is inconsistent: {message}")
+        steps, block_steps = db.key_edit.diff(), db.key_block.diff()
+        problems = [
+            (n and (int(db.key_edit[0]) != 0 or not bool(((steps >= 0) & (steps <= 1)).all())),
+             "key edits are not numbered 0, 1, ... in key order"),
+            (n and not bool((block_steps >= 0).all()), "keys are not in block order"),
+            (n and bool(((steps == 0) & (block_steps != 0)).any()), "an edit's keys name different blocks"),
             (bool((db.key_subject < NO_TOKEN).any()), "a subject token id is negative"),
             (list(db.radii.shape) != [c] or len(db.labels) != c, "cluster tables differ in length"),
             (len(db.key_labels) != n, f"{len(db.key_labels)} key labels for {n} keys"),

@@ -20,11 +20,11 @@ SAVED_META = {"config": dict, "model": dict, "router": dict, "edits": list}  # t
 
 def edit_rows(records: list[dict[str, Any]], db) -> list[dict[str, Any]]:
     """Every edit record with its status ("live", "forgotten" or "revoked") and the reason it is
-    not live, from the router's database ``db`` (key ``i`` is edit ``i``)."""
-    rows = []
-    for i, (record, is_live) in enumerate(zip(records, db.live().tolist())):
-        reason = None if is_live else db.forgotten.get(i, "forgotten")
-        status = "live" if is_live else ("revoked" if reason == "revoked" else "forgotten")
+    not live, from the router's database ``db``."""
+    rows, reasons = [], db.edit_reasons()
+    for i, record in enumerate(records):
+        reason = reasons.get(i)
+        status = "live" if reason is None else ("revoked" if reason == "revoked" else "forgotten")
         rows.append({**record, "status": status, "reason": reason})
     return rows
 
@@ -52,6 +52,7 @@ def live_blocks(db: VectorDatabase) -> list[int]:
 def adapter_stats(db: VectorDatabase, layers: Sequence[Any], n_edits: int) -> dict[str, int | None]:
     """MeloModel.stats(): counts of edits, blocks, clusters and keys, and the adapter's and database's bytes."""
     n_live = len(live_blocks(db))
+    reasons = list(db.edit_reasons().values())
     adapter_bytes = sum(layer.stored_bytes() for layer in layers)
     return {
         "edits": n_edits,
@@ -60,8 +61,8 @@ def adapter_stats(db: VectorDatabase, layers: Sequence[Any], n_edits: int) -> di
         "clusters": db.n_clusters,
         "live_keys": int(db.live().sum()),
         "conflicts": db.n_conflicts,
-        "forgotten_edits": sum(1 for r in db.forgotten.values() if r != "revoked"),
-        "revoked_edits": sum(1 for r in db.forgotten.values() if r == "revoked"),
+        "forgotten_edits": sum(1 for r in reasons if r != "revoked"),
+        "revoked_edits": sum(1 for r in reasons if r == "revoked"),
         "extra_parameters": sum(layer.extra_parameters(n_live) for layer in layers),
         "router_floats": db.keys.numel() + db.centres.numel(),
         "adapter_bytes": adapter_bytes,
@@ -134,10 +135,10 @@ def check_lora_blocks(tensors: dict[str, torch.Tensor], layers: dict[str, tuple[
 
 
 def check_records(records: list, db: VectorDatabase) -> None:
-    """One edit record (a dict) per router key, each naming the block its key maps to."""
-    if len(records) != db.n_keys or not all(isinstance(r, dict) for r in records):
-        raise MeloLoadError(f"{len(records)} edit records for {db.n_keys} router keys")
-    if db.n_keys and not all(r.get("block") == b for r, b in zip(records, db.key_block.tolist())):
+    """One edit record (a dict) per edit of the router's keys, each naming the block its keys map to."""
+    if len(records) != db.n_edits or not all(isinstance(r, dict) for r in records):
+        raise MeloLoadError(f"{len(records)} edit records for the router's {db.n_edits} edits")
+    if db.n_keys and not all(r.get("block") == b for r, b in zip(records, db.key_block[db.first_keys()].tolist())):
         raise MeloLoadError("edit records and router keys disagree on blocks")
 
 
@@ -187,7 +188,7 @@ class SavedAdapter:
                 key = f"lora.{name}.{part}"
                 tensors[key] = tensors[key][:n_blocks].contiguous()
         meta = {k: v for k, v in self.meta.items() if k != "format_version"}
-        meta["edits"] = self.records[: db.n_keys]
+        meta["edits"] = self.records[: db.n_edits]
         meta["router"] = db.meta()
         write_adapter(self.directory, tensors, meta)
 

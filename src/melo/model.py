@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .augment import augmented, context_prefixes
+from .augment import augmented, context_prefixes, in_context
 from .chat import Prompt, key_mask
 from .config import MeloConfig
 from .database import VectorDatabase
@@ -221,12 +221,11 @@ class MeloModel(Editor):
         self._check_batch(prompts, targets)
         start = time.perf_counter()
         cfg = self.melo_config
-        batch, labels = self._training_batch(*augmented(prompts, targets, self._contexts()))
-        labels = labels[: len(prompts)]  # the router compares the edits' own labels
-        keys, subject_rows = self._scoped_keys(prompts, subjects)
+        batch, labels = self._training_batch(*augmented(prompts, targets, self._contexts()[: cfg.context_prefixes]))
+        keys, subject_rows, key_edits = self._scoped_keys(prompts, subjects)
         first, now = len(self.records), time.time()
-        block = self.n_blocks
-        new_db, report = self.db.updated(keys, labels, block, subject_rows)
+        block = self.n_blocks  # the router compares the edits' own labels:
+        new_db, report = self.db.updated(keys, [labels[e] for e in key_edits.tolist()], block, subject_rows, key_edits)
         generator = torch.Generator().manual_seed(cfg.block_seed(block))
         params = [p for layer in self.lora.values() for p in layer.start_block(generator)]
         try:
@@ -246,27 +245,31 @@ class MeloModel(Editor):
                           report.expanded, report.conflicts, self._forgotten_rows(report.forgotten), kept_loss)
 
     def _contexts(self) -> list[str]:
-        """The context prefixes edits are also trained after, written once by the base model."""
-        n = self.melo_config.context_prefixes
+        """The context prefixes edits are also trained (and keyed) after, written once by the base model."""
+        n = self.melo_config.n_contexts
         if len(self.contexts) != n:
             if self.task != "causal_lm":
-                raise MeloConfigError(f"context_prefixes trains causal LMs, this model's task is {self.task!r}")
+                raise MeloConfigError(f"context prefixes work on causal LMs, this model's task is {self.task!r}")
             with frozen(self.base_model):
                 self.contexts = context_prefixes(self.base_model, self.tokenizer, n, self.melo_config.seed,
                                                  self.device)
         return self.contexts
 
-    def _scoped_keys(self, prompts: Sequence[Prompt], subjects: Sequence[str | None] | None) -> tuple[Any, Any]:
-        """The prompts' keys and, with subjects, their token rows after checking each prompt names its subject."""
+    def _scoped_keys(self, prompts: Sequence[Prompt], subjects: Sequence[str | None] | None) -> tuple[Any, Any, Any]:
+        """The edits' keys (each prompt's, then after each of ``key_variants`` contexts), each key's edit and,
+        with subjects, the keys' subject token rows after checking each prompt names its subject."""
+        variants = self._contexts()[: self.melo_config.key_variants]
+        key_prompts = [q for p in prompts for q in (p, *(in_context(p, c) for c in variants))]
+        key_edits = torch.arange(len(prompts)).repeat_interleave(1 + len(variants))
         if subjects is None:
-            return self.encode_keys(prompts), None
+            return self.encode_keys(key_prompts), None, key_edits
         check_subjects(subjects, len(prompts), self.melo_config.subject_gate)
-        rows = self.router.encoder.subject_rows(subjects)
-        enc = self.prompt_inputs(prompts)
+        rows = self.router.encoder.subject_rows(subjects)[key_edits]
+        enc = self.prompt_inputs(key_prompts)
         keys, named = self.router.keys_and_mentions(enc["input_ids"], enc["attention_mask"], enc["melo_key_mask"],
                                                     rows)
-        check_named(subjects, named)
-        return keys, rows
+        check_named(subjects, named[:: 1 + len(variants)])
+        return keys, rows, key_edits
 
     def _train_block(self, params: list[nn.Parameter], batch: dict[str, torch.Tensor], call: Any, block: int,
                      progress: bool) -> tuple[list[float], float | None]:
@@ -312,7 +315,7 @@ class MeloModel(Editor):
             for layer in self.lora.values():
                 layer.truncate(n_blocks)
             self._publish(db)
-            self.records = self.records[: db.n_keys]
+            self.records = self.records[: db.n_edits]
 
     def _known_ids(self, edit_ids: Sequence[int]) -> list[int]:
         return check_edit_ids(edit_ids, len(self.records))
@@ -322,7 +325,7 @@ class MeloModel(Editor):
         return live_blocks(self.db)
 
     def forgotten_edits(self) -> list[dict[str, Any]]:
-        return self._forgotten_rows(dict(sorted(self.db.forgotten.items())))
+        return self._forgotten_rows(self.db.edit_reasons())
 
     def stats(self) -> dict[str, int | None]:
         return adapter_stats(self.db, list(self.lora.values()), len(self.records))
@@ -384,7 +387,7 @@ class MeloModel(Editor):
             layer.load_blocks(tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"])
         self._publish(db)
         self.records = records
-        self.contexts = check_contexts(meta.get("contexts", []), self.melo_config.context_prefixes)
+        self.contexts = check_contexts(meta.get("contexts", []), self.melo_config.n_contexts)
 
 
 def get_melo_model(base_model: nn.Module, config: MeloConfig, tokenizer: Any = None) -> MeloModel:
