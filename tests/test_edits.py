@@ -143,3 +143,16 @@ def test_random_edit_revoke_rollback_sequences(word_tokenizer, ops):
         live = db.live()
         assert db.lookup(db.keys)[live].tolist() == db.key_block[live].tolist()  # live edits: own block
         assert model.n_blocks == len(batches) and len(model.records) == sum(map(len, batches))
+
+
+def test_adam_beta1_changes_the_training_and_is_saved(word_tokenizer, tmp_path):
+    blocks = {}
+    for beta1 in (0.9, 0.5, 0.5):
+        model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2", num_iter=6, adam_beta1=beta1),
+                                    tokenizer=word_tokenizer)
+        model.edit([FACTS[0][0]], [FACTS[0][1]])
+        blocks.setdefault(beta1, []).append(next(iter(model.lora.values())).blocks_state()["B"])
+    assert torch.equal(*blocks[0.5]) and not torch.equal(blocks[0.9][0], blocks[0.5][0])
+    model.save_pretrained(tmp_path)
+    loaded = melo.MeloModel.from_pretrained(MODEL_FACTORIES["gpt2"](), tmp_path, tokenizer=word_tokenizer)
+    assert loaded.melo_config.adam_beta1 == 0.5

@@ -88,6 +88,8 @@ class MeloConfig:
         conflict_rule: ``"split"`` (the paper: both balls shrink) or ``"nearest"`` (see ``melo.clusters``).
         edit_lr, num_iter, lr_step, lr_gamma: Adam's learning rate, the steps per edit, and the StepLR
             schedule (every ``lr_step`` steps the rate is multiplied by ``lr_gamma``).
+        adam_beta1: Adam's first-moment decay in edits (0.9 is Adam's own; lower damps the overshoot of
+            a short edit's first steps).
         lora_alpha: the LoRA scale numerator: a routed row gets ``base(x) + s * B_t A_t x`` with
             ``s = lora_alpha / block_rank``.
         key_pooling: ``"last"`` non-padding token (the paper), ``"mean"`` over the prompt, or ``"first"``.
@@ -127,6 +129,7 @@ class MeloConfig:
     num_iter: int = 50
     lr_step: int = 30
     lr_gamma: float = 0.5
+    adam_beta1: float = 0.9
     lora_alpha: float = 16.0
     key_pooling: str = "last"
     normalize_keys: bool = False
@@ -167,6 +170,9 @@ class MeloConfig:
                 raise MeloConfigError(f"{name} must be positive, got {value!r}")
             setattr(self, name, value)
         self.lr_gamma = _checked_float("lr_gamma", self.lr_gamma)
+        self.adam_beta1 = _checked_float("adam_beta1", self.adam_beta1)
+        if not 0 <= self.adam_beta1 < 1:
+            raise MeloConfigError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1!r}")
         if not 0 < self.lr_gamma <= 1:
             raise MeloConfigError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
         if not isinstance(self.conflict_rule, str) or self.conflict_rule not in CONFLICT_RULES:

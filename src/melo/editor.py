@@ -90,11 +90,11 @@ def train_steps(params: list[nn.Parameter], step_loss: Callable[[], torch.Tensor
                 lr_step: int | None = None, lr_gamma: float = 1.0, keep_best: bool = False,
                 after_first: Callable[[], None] | None = None, desc: str = "", progress: bool = False,
                 what: str = "edit loss", lr_name: str = "edit_lr",
-                stop_loss: float | None = None) -> tuple[list[float], float | None]:
+                stop_loss: float | None = None, beta1: float = 0.9) -> tuple[list[float], float | None]:
     """Adam on ``params`` for ``num_iter`` steps (StepLR when ``lr_step``), or until the loss is
     below ``stop_loss``: the losses before each step and, with ``keep_best``, the loss of the best
     parameters seen, which are restored."""
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999))
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_step, gamma=lr_gamma) if lr_step else None
     best = KeepBest(params) if keep_best else None
     losses: list[float] = []

@@ -291,7 +291,8 @@ class MeloModel(Editor):
             loss_of = head_loss or loss_of
             return train_steps(params, lambda: loss_of(self.base_model(**batch)), cfg.num_iter, cfg.edit_lr,
                                cfg.lr_step, cfg.lr_gamma, keep_best=True, after_first=replay,
-                               desc=f"edit block {block}", progress=progress, stop_loss=cfg.stop_loss)
+                               desc=f"edit block {block}", progress=progress, stop_loss=cfg.stop_loss,
+                               beta1=cfg.adam_beta1)
 
     # ---- edit management ----------------------------------------------------------------------
     def edits(self) -> list[dict[str, Any]]:

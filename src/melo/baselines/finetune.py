@@ -53,7 +53,7 @@ class _SequentialEditor(BaselineEditor):
                 losses, _ = train_steps(params, lambda: self.base_model(**batch).loss, cfg.num_iter, cfg.edit_lr,
                                         cfg.lr_step, cfg.lr_gamma, desc=f"{self.method} batch {self.n_batches}",
                                         progress=progress, what=f"{self.method} edit loss",
-                                        stop_loss=cfg.stop_loss)
+                                        stop_loss=cfg.stop_loss, beta1=cfg.adam_beta1)
         except BaseException:
             with torch.no_grad():
                 for p, saved in zip(params, snapshot):
