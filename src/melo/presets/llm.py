@@ -26,13 +26,14 @@ SMOLLM2_LIFELONG: dict[str, Any] = {**SMOLLM2_ZSRE, "target_modules": ["model.la
                                     "lr_step": 30}
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "smollm2-zsre": SMOLLM2_LIFELONG,
+    # Adam's beta1 0.5: zsRE's multi-token answers settle in fewer steps (docs/scale.md)
+    "smollm2-zsre": {**SMOLLM2_LIFELONG, "adam_beta1": 0.5},
     # SmolLM2's own keys (layer 12, mean without attention sinks)
     "smollm2-zsre-own": {**SMOLLM2_ZSRE, "key_encoder": None, "init_radius": 0.31},
     # an edit routes only prompts that name its subject, so the ball can reach its paraphrases (docs/counterfact.md)
-    # (not inside a longer name: "Nintendo" does not take "Nintendo 64 is developed by")
+    # (not inside a longer name: "Nintendo" does not take "Nintendo 64 is developed by"); trained to loss 0.01
     "smollm2-counterfact": {**SMOLLM2_LIFELONG, "init_radius": 1.1, "subject_gate": True, "subject_names": True,
-                            "lora_alpha": 32.0},
+                            "lora_alpha": 32.0, "stop_loss": 0.01},
     # whole Wikipedia sentences, 4 per block of rank 8, on layers 27-28
     "smollm2-hallucination": {**SMOLLM2_ZSRE, "block_rank": 8, "init_radius": 0.05, "num_iter": 60, "lr_step": 40,
                               "edit_lr": 3e-2, "stop_loss": 0.15,
