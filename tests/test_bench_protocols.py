@@ -12,6 +12,7 @@ from melo.bench import run as bench_run
 from melo.bench.protocols import Settings, run_lifelong, run_sequential
 from melo.bench.report import RunWriter, markdown_table, plot_runs
 from melo.data import Record, TaskData
+from melo.data.records import latest_targets
 from melo.evaluation.predict import predict_labels
 
 QA_EDITS = [
@@ -82,6 +83,13 @@ def test_sequential_classification_and_hallucination(tmp_path, word_tokenizer):
     assert summary["trr"] == pytest.approx(summary["pre_trr"]) and summary["arr"] == pytest.approx(summary["pre_arr"])
 
 
+def test_latest_targets_name_the_rows_whose_fact_a_later_edit_re_targeted():
+    assert latest_targets(QA_EDITS, [0, 1, 2, 3], 4) == {2: "homer"}
+    assert latest_targets(QA_EDITS, [0, 1, 2], 3) == {}
+    same = QA_EDITS[:3] + [dataclasses.replace(QA_EDITS[3], target="green")]  # restated with the same target
+    assert latest_targets(same, [0, 1, 2, 3], 4) == {}
+
+
 @pytest.mark.slow
 def test_lifelong_two_batches(tmp_path, word_tokenizer):
     editor = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2"), tokenizer=word_tokenizer)
@@ -93,8 +101,12 @@ def test_lifelong_two_batches(tmp_path, word_tokenizer):
     assert 0.0 <= summary["T4"]["generalization"] <= 1.0
     assert summary["pre_reliability"] < 0.5
     assert 0.0 <= summary["T4"]["locality_generated_f1"] <= 1.0 and "locality_unrestated" not in summary["T4"]
+    # edit 3 re-targets edit 2's fact: from T = 4 edit 2's paraphrase is also scored against edit 3's target
+    assert summary["T2"]["generalization_overridden"] == 0
+    assert summary["T2"]["generalization_latest"] == summary["T2"]["generalization"]
+    assert summary["T4"]["generalization_overridden"] == 1 and 0.0 <= summary["T4"]["generalization_latest"] <= 1.0
     table = (tmp_path / "table.md").read_text()
-    assert "| T | scored | Rel. | Gen. | Loc. |" in table and "| 2 | 2 | " in table and "| 4 | 4 | " in table
+    assert "| T | scored | Rel. | Gen. | Gen. vs latest | Loc. |" in table and "| 2 | 2 | " in table and "| 4 | 4 | " in table
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ Metrics (pre-edit figures are measured the same way before the first edit):
 from __future__ import annotations
 
 import random
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -26,10 +25,12 @@ from tqdm.auto import tqdm
 
 from ..data import Record, TaskData
 from ..data.counterfact import restated_by
+from ..data.records import latest_targets
 from ..errors import MeloConfigError, MeloDataError
 from ..evaluation import metrics
 from ..evaluation.predict import generate_answers, predict_labels, target_tokens
 from ..memory import peak_rss_bytes
+from .costs import cost_point, window_medians
 from .resume import Checkpoints
 
 LOWER_IS_BETTER = {"hallucination"}
@@ -222,7 +223,7 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     summary["n_edits"] = state["done"]
     summary["edit_seconds"] = sum(block_seconds)
     summary["peak_rss_bytes"] = peak_rss_bytes()
-    summary.update(_window_medians(block_seconds, state.get("block_steps", [])))
+    summary.update(window_medians(block_seconds, state.get("block_steps", [])))
     return summary
 
 
@@ -240,30 +241,6 @@ def eval_rows(done: int, sample: int | None, seed: int) -> list[int]:
     if sample is None or done <= sample:
         return list(range(done))
     return sorted(random.Random(seed * 1_000_003 + done).sample(range(done), sample))
-
-
-def _window_medians(block_seconds: list[float], block_steps: list[int]) -> dict[str, float]:
-    """Median seconds and training steps per block over the whole run, and seconds over its first and
-    last windows (flatness)."""
-    if not block_seconds:
-        return {}
-    window = min(1000, max(1, len(block_seconds) // 10))
-    return {"block_seconds_median": statistics.median(block_seconds), "block_seconds_window": window,
-            "block_steps_median": statistics.median(block_steps) if block_steps else None,
-            "block_seconds_median_first": statistics.median(block_seconds[:window]),
-            "block_seconds_median_last": statistics.median(block_seconds[-window:])}
-
-
-def _cost_point(editor: Any, done: int, block_seconds: list[float], edits_per_block: int) -> dict[str, Any]:
-    """What the run costs so far: seconds per edit over the last blocks, adapter and database size."""
-    stats = editor.stats()
-    recent = block_seconds[-max(1, 100 // edits_per_block):]
-    point = {"n_edits": done, "edit_seconds": sum(block_seconds),
-             "seconds_per_edit": statistics.median(recent) / edits_per_block, **stats,
-             "peak_rss_bytes": peak_rss_bytes()}
-    if stats.get("adapter_bytes") is not None:
-        point["adapter_mb"] = stats["adapter_bytes"] / 2**20
-    return point
 
 
 def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
@@ -342,12 +319,20 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         asks_edited = [restated is not None and restated[i] is not None and restated[i] < done for i in loc_rows]
         clean = [v for v, hit in zip(same_tokens, asks_edited) if not hit]
         rel_em, rel_f1 = generated([r.prompt for r in seen], [r.target for r in seen])
+        rephrased = [i for i in rows if edits[i].rephrases]
+        gen_hits = dict(zip(rephrased, predicted([edits[i].rephrases[0] for i in rephrased],
+                                                 [edits[i].target for i in rephrased])[0]))
+        moved = latest_targets(edits, rephrased, done)  # facts a later edit re-targeted: scored against it too
+        latest = {**gen_hits, **dict(zip(moved, predicted([edits[i].rephrases[0] for i in moved],
+                                                           list(moved.values()))[0]))} if moved else gen_hits
         gen_em, gen_f1 = generated([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase])
         point = {
             "n_edits": done,
             "scored_edits": len(rows),
             "reliability": reliability(seen),
-            "generalization": reliability(with_rephrase, rephrased=True),
+            "generalization": metrics.mean(list(gen_hits.values())),
+            **({"generalization_latest": metrics.mean(list(latest.values())), "generalization_overridden": len(moved)}
+               if any(r.fact is not None for r in edits) else {}),
             # teacher-forced (WISE) where locality answers exist, else whether generation is unchanged
             "locality": metrics.mean(same_tokens) if loc_rows else unchanged,
             "locality_generated": unchanged, "locality_generated_f1": unchanged_f1,
@@ -356,12 +341,13 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
                if restated is not None and loc_rows else {}),
             "reliability_em": rel_em, "reliability_f1": rel_f1,
             "generalization_em": gen_em, "generalization_f1": gen_f1,
-            **_cost_point(editor, done, block_seconds, s.edits_per_block),
+            **cost_point(editor, done, block_seconds, s.edits_per_block),
         }
         log(point)
         summary[f"T{done}"] = {k: point[k] for k in (
             "scored_edits", "reliability", "generalization", "locality", "locality_generated", "locality_generated_f1",
-            "locality_unrestated", "locality_restated", "reliability_em", "reliability_f1", "generalization_em",
+            "locality_unrestated", "locality_restated", "generalization_latest", "generalization_overridden",
+            "reliability_em", "reliability_f1", "generalization_em",
             "generalization_f1", "edit_seconds") if k in point}
         summary.update(point)
         state["pending"] = None
@@ -378,7 +364,7 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         done = state["done"] = lo + len(batch)
         bar.update(len(batch))
         if done // s.cost_period > lo // s.cost_period:
-            log(_cost_point(editor, done, block_seconds, s.edits_per_block))
+            log(cost_point(editor, done, block_seconds, s.edits_per_block))
         if done in rows_at:
             state["pending"] = done
             if saver is not None:  # the edits are safe before a long evaluation
@@ -390,5 +376,5 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     summary["n_edits"] = state["done"]
     summary["edit_seconds"] = sum(block_seconds)
     summary["peak_rss_bytes"] = peak_rss_bytes()
-    summary.update(_window_medians(block_seconds, state.get("block_steps", [])))
+    summary.update(window_medians(block_seconds, state.get("block_steps", [])))
     return summary

@@ -107,7 +107,8 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-LIFELONG = [("reliability", "Rel."), ("generalization", "Gen."), ("locality", "Loc."),
+LIFELONG = [("reliability", "Rel."), ("generalization", "Gen."), ("generalization_latest", "Gen. vs latest"),
+            ("locality", "Loc."),
             ("locality_unrestated", "Loc. w/o restated"), ("reliability_em", "Rel. EM"),
             ("generalization_em", "Gen. EM"), ("generalization_f1", "Gen. F1"), ("locality_generated", "Loc. gen EM"),
             ("locality_generated_f1", "Loc. gen F1")]
@@ -123,8 +124,9 @@ def lifelong_table(summary: dict[str, Any]) -> str:
     lines = _table(["T", "scored"] + [n for _, n in cols] + ["edit s"],
                    ([str(t), _fmt(v.get("scored_edits"))] + [_fmt(v.get(k)) for k, _ in cols]
                     + [_fmt(v.get("edit_seconds"))] for t, v in rows))
-    note = ("Teacher-forced token accuracy (Loc.: agreement with the unedited model); EM / F1: greedy answers "
-            "against the target (Loc. gen: against the unedited model's answer).")
+    note = ("Teacher-forced token accuracy (Loc.: agreement with the unedited model; Gen. vs latest: a paraphrase "
+            "against its fact's latest target); EM / F1: greedy answers against the target (Loc. gen: against "
+            "the unedited model's answer).")
     return "\n".join(lines + ["", note]) + "\n"
 
 

@@ -56,3 +56,18 @@ class TaskData:
     options: dict[str, Any] = field(default_factory=dict, compare=False)
     skipped: list[dict[str, str]] = field(default_factory=list, compare=False)  # --skip-invalid: {record, reason}
 
+
+
+def latest_targets(records: list[Record], rows: list[int], done: int) -> dict[int, Any]:
+    """Row -> the target of the last of the first ``done`` records that states the row's fact, for the
+    rows whose fact a later record re-edited to another target (zsRE's sibling records)."""
+    last: dict[str, int] = {}
+    for j, record in enumerate(records[:done]):
+        if record.fact is not None:
+            last[record.fact] = j
+    out = {}
+    for i in rows:
+        fact = records[i].fact
+        if fact is not None and records[last[fact]].target != records[i].target:
+            out[i] = records[last[fact]].target
+    return out
