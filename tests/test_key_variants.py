@@ -116,6 +116,13 @@ def test_bad_key_numbering_and_inconsistent_saves_are_refused():
             restore({**tensors, "router.key_edit": torch.tensor(bad)})
     old = {k: v for k, v in tensors.items() if k != "router.key_edit"}  # saves from before several keys
     assert restore(old).key_edit.tolist() == [0, 1]
+    with pytest.raises(MeloLoadError, match="different labels"):
+        VectorDatabase.restore(2, 0.5, tensors, {**db.meta(), "key_labels": [[1], [2]]}, 1)
+    revoked = db.revoked([0])
+    for forgotten in ({"0": "revoked"}, {"0": "revoked", "1": "conflict"}):
+        with pytest.raises(MeloLoadError, match="revoked in part"):
+            VectorDatabase.restore(2, 0.5, revoked.tensors(), {**revoked.meta(), "forgotten": forgotten}, 1)
+    assert same_tables(VectorDatabase.restore(2, 0.5, revoked.tensors(), revoked.meta(), 1), revoked)
 
 
 def test_bad_counts_and_tasks_are_refused():

@@ -172,6 +172,30 @@ edit = st.tuples(st.tuples(grid, grid), st.integers(0, 2))
 batches = st.lists(st.lists(edit, min_size=1, max_size=4), min_size=1, max_size=8)
 
 
+def test_a_prompt_edited_again_with_its_old_target_in_another_cluster_keeps_the_new_edit():
+    # found in review: an identical older key with the same label, in another cluster, was not superseded,
+    # so the separation pass pushed the new key out ("displaced") and the re-edit was lost
+    db = VectorDatabase(2, 0.5, conflict_rule="nearest")
+    db = db.updated(torch.tensor([[0.0, 0.0], [0.4, 0.0]]), [(0,), (0,)], 0)[0]
+    db = db.updated(torch.tensor([[0.4, 0.15]]), [(1,)], 1)[0]
+    db, report = db.updated(torch.tensor([[0.4, 0.0]]), [(0,)], 2)
+    assert db.live()[3] and 3 not in report.forgotten
+    assert report.forgotten == {1: "superseded"} and db.edit_reasons() == {1: "superseded"}
+    assert db.lookup(torch.tensor([[0.4, 0.0]])).tolist() == [2]
+
+
+def test_an_edits_reason_is_its_last_key_to_leave_in_reports_and_listings():
+    db = VectorDatabase(2, 0.5, conflict_rule="nearest")
+    db = db.updated(torch.tensor([[0.0, 0.0], [5.0, 0.0]]), [(1,), (1,)], 0, key_edits=torch.tensor([0, 0]))[0]
+    db = db.updated(torch.tensor([[5.0, 0.0]]), [(1,)], 1)[0]  # edit 0's second key: superseded
+    db, report = db.updated(torch.tensor([[0.0, 0.0]]), [(1,)], 2)  # and its first, later
+    assert db.forgotten == {1: "superseded", 0: "superseded"}
+    assert report.forgotten == db.edit_reasons([0]) == {0: "superseded"}
+    revoked = db.revoked([0])
+    assert list(revoked.forgotten) == [0, 1] and revoked.edit_reasons() == {0: "revoked"}
+    assert db.revoked([1]).revoked([0]).edit_reasons() == {0: "revoked", 1: "revoked"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["split", "nearest"])
 @settings(max_examples=150, deadline=None)

@@ -113,3 +113,39 @@ def test_inference_during_an_edit_sees_before_or_after(word_tokenizer):
         t.join()
     assert not torch.equal(before, after) and len(seen) > 2
     assert all(torch.equal(s, before) or torch.equal(s, after) for s in seen)
+
+
+def test_listings_during_edits_and_rollbacks_see_whole_states(word_tokenizer):
+    """``edits()``, ``forgotten_edits()`` and ``stats()`` read the database and the records as one state,
+    even while a writer publishes a new one (they once read the new database beside the old records)."""
+    model = melo.get_melo_model(MODEL_FACTORIES["gpt2"](), melo_config("gpt2", num_iter=2), tokenizer=word_tokenizer)
+    stop, errors, sizes = threading.Event(), [], set()
+    publish = model.router.publish
+
+    def slow_publish(*args):  # widen the window between the database and the records
+        publish(*args)
+        stop.wait(0.002)
+
+    model.router.publish = slow_publish
+
+    def read():
+        try:
+            while not stop.is_set():
+                rows, stats = model.edits(), model.stats()
+                model.forgotten_edits()
+                assert [r["id"] for r in rows] == list(range(len(rows)))
+                sizes.add(len(rows))
+                assert stats["edits"] >= 0 and stats["blocks"] >= 0
+        except BaseException as err:
+            errors.append(err)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(2):
+        for prompt in EDIT_PROMPTS + EDIT_PROMPTS:  # the repeats supersede, so forgotten rows appear
+            model.edit([prompt], ["rome"])
+        model.rollback(1)
+    stop.set()
+    reader.join()
+    assert not errors and len(sizes) > 2
+    assert [r["id"] for r in model.edits()] == [0] and model.stats()["edits"] == 1

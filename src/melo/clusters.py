@@ -22,8 +22,8 @@ Only clusters with live members are candidates. A key identical to a later key o
 with another label is "superseded" before the rules run: the last edit of a prompt wins. After a batch, a ball that
 holds a live key of another cluster whose own centre is farther is shrunk to exclude it (members
 pushed out are forgotten as "displaced"; the paper's rules alone let an expanding ball capture
-other edits), and an older key identical to a newer one in the same cluster or with another label is
-"superseded" (the latter before the separation pass, so the newer edit of a prompt is the one kept). With
+other edits). Before that pass, an older live key identical to a new one is "superseded", whatever the
+labels, so the newer edit of a prompt is the one kept. With
 the router's lookup, every live edit key then routes to its own block.
 """
 
@@ -43,7 +43,7 @@ class UpdateReport:
     added: int = 0
     expanded: int = 0
     conflicts: int = 0
-    forgotten: dict[int, str] = field(default_factory=dict)  # edit id -> reason
+    forgotten: dict[int, str] = field(default_factory=dict)  # key id -> reason (VectorDatabase.updated: edit id)
 
 
 def exact_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -105,7 +105,7 @@ def apply_batch(db, keys: torch.Tensor, labels: list[Label], block: int) -> Upda
             changed.add(j)
             changed.add(_add_cluster(db, idx, d / 2 + EPS, label))
             _drop_outside(db, [j], "conflict", report)
-    _supersede_relabelled(db, start, report)
+    _supersede_identical(db, start, report)
     _separate(db, sorted(changed), torch.arange(start, db.n_keys, device=dev), report)
     _remove_empty_clusters(db)
     return report
@@ -181,12 +181,11 @@ def _separate(db, changed: list[int], new: torch.Tensor, report: UpdateReport) -
     shrunk = torch.nonzero(limit < db.radii).squeeze(1).tolist()
     db.radii = limit
     _drop_outside(db, shrunk, "displaced", report)
-    _retire_duplicates(db, new, report)
 
 
-def _supersede_relabelled(db, start: int, report: UpdateReport) -> None:
-    """An older live key identical to a new live key with another label is superseded (the later edit
-    of a prompt wins), before the separation pass could push the new key out in its favour."""
+def _supersede_identical(db, start: int, report: UpdateReport) -> None:
+    """An older live key identical to a new live key is superseded (the later edit of a prompt wins, whatever
+    its label), before the separation pass could push the new key out in its favour."""
     new = start + torch.nonzero(db.key_cluster[start:] >= 0).squeeze(1)
     older = torch.nonzero(db.key_cluster[:start] >= 0).squeeze(1)
     if len(new) == 0 or len(older) == 0:
@@ -196,22 +195,7 @@ def _supersede_relabelled(db, start: int, report: UpdateReport) -> None:
     if len(pairs) == 0:
         return
     a, b = new[pairs[:, 0]], older[pairs[:, 1]]
-    same = (db.keys[a] == db.keys[b]).all(1)
-    stale = sorted({j for i, j in zip(a[same].tolist(), b[same].tolist()) if db.key_labels[i] != db.key_labels[j]})
-    if stale:
-        _forget(db, torch.tensor(stale, dtype=torch.long, device=db.device), "superseded", report)
-
-
-def _retire_duplicates(db, new: torch.Tensor, report: UpdateReport) -> None:
-    new = new[db.key_cluster[new] >= 0]
-    if len(new) == 0:
-        return
-    older = torch.nonzero(torch.isin(db.key_cluster, db.key_cluster[new])).squeeze(1)
-    same = (exact_dist(db.keys[new], db.keys[older]) == 0) & (
-        db.key_cluster[new].unsqueeze(1) == db.key_cluster[older].unsqueeze(0)
-    )
-    same &= db.key_block[older].unsqueeze(0) < db.key_block[new].unsqueeze(1)
-    stale = older[same.any(0)]
+    stale = torch.unique(b[(db.keys[a] == db.keys[b]).all(1)])
     if len(stale):
         _forget(db, stale, "superseded", report)
 
@@ -237,6 +221,7 @@ def revoke_keys(db, ids: list[int]) -> None:
     touched = torch.unique(db.key_cluster[idx][db.key_cluster[idx] >= 0]).tolist()
     db.key_cluster[idx] = -1
     for i in idx.tolist():
+        db.forgotten.pop(i, None)  # re-inserted last: forgotten lists keys in the order they left
         db.forgotten[i] = "revoked"
     for j in touched:
         members = db.keys[db.key_cluster == j].double()

@@ -51,6 +51,15 @@ class _Grown:
             return ok
 
 
+def _partly_revoked(db: "VectorDatabase") -> bool:
+    """Some edit has a revoked key and a key that is not (revocation takes all of an edit's keys)."""
+    revoked = torch.zeros(db.n_keys, dtype=torch.bool)
+    revoked[[k for k, r in db.forgotten.items() if r == "revoked" and 0 <= k < db.n_keys]] = True
+    per_edit = torch.zeros(db.n_edits, dtype=torch.long).index_add_(0, db.key_edit, revoked.long())
+    keys_per_edit = torch.bincount(db.key_edit, minlength=db.n_edits)
+    return bool(((per_edit > 0) & (per_edit < keys_per_edit)).any())
+
+
 class VectorDatabase:
     """Clusters of edit keys. Key ``i`` belongs to edit ``key_edit[i]`` (keys are stored in edit order);
     forgotten keys have cluster -1 and a reason in ``forgotten`` (by key).
@@ -117,11 +126,19 @@ class VectorDatabase:
         return torch.zeros(self.n_edits, dtype=torch.bool, device=self.device).index_put_(
             (self.key_edit[self.live()],), torch.tensor(True, device=self.device))
 
-    def edit_reasons(self) -> dict[int, str]:
-        """Why each edit that is not live is not: "revoked", or its first key's reason for leaving."""
-        first = self.first_keys().tolist()
-        return {e: self.forgotten.get(first[e], "forgotten")
-                for e in torch.nonzero(~self.live_edits()).squeeze(1).tolist()}
+    def edit_reasons(self, edit_ids: list[int] | None = None) -> dict[int, str]:
+        """Why each edit that is not live (of ``edit_ids``, default all) is not: the reason of its key that
+        left last ("revoked", "conflict", ...; ``forgotten`` is in the order keys left)."""
+        gone = ~self.live_edits()
+        if edit_ids is not None:
+            gone &= torch.zeros_like(gone).index_fill_(0, torch.tensor(edit_ids, dtype=torch.long,
+                                                                         device=self.device), True)
+        left = torch.tensor(list(self.forgotten), dtype=torch.long, device=self.device)
+        order = torch.full((self.n_edits,), -1, dtype=torch.long, device=self.device)
+        order.scatter_reduce_(0, self.key_edit[left], torch.arange(len(left), device=self.device), "amax")
+        reasons = list(self.forgotten.values())
+        return {e: reasons[int(order[e])] if order[e] >= 0 else "forgotten"
+                for e in torch.nonzero(gone).squeeze(1).tolist()}
 
     def clone(self) -> "VectorDatabase":
         other = VectorDatabase(self.dim, self.init_radius, self.device, self.conflict_rule)
@@ -255,20 +272,8 @@ class VectorDatabase:
         report = apply_batch(db, keys.detach().float().to(self.device), [tuple(x) for x in labels], block)
         db.history.append(["batch", block])
         db._index = None
-        report.forgotten = db._edits_gone(report.forgotten)
+        report.forgotten = db.edit_reasons(db.key_edit[list(report.forgotten)].tolist()) if report.forgotten else {}
         return db, report
-
-    def _edits_gone(self, forgotten_keys: dict[int, str]) -> dict[int, str]:
-        """Edit id -> reason, for the edits among ``forgotten_keys``' that have no live key left."""
-        if not forgotten_keys:
-            return {}
-        live = self.live_edits().tolist()
-        owner = self.key_edit[torch.tensor(list(forgotten_keys), dtype=torch.long, device=self.device)].tolist()
-        gone: dict[int, str] = {}
-        for edit, reason in zip(owner, forgotten_keys.values()):
-            if not live[edit]:
-                gone.setdefault(edit, reason)
-        return gone
 
     def revoked(self, ids: list[int]) -> "VectorDatabase":
         """A new database without edits ``ids``: all of their keys (see ``clusters.revoke_keys``)."""
@@ -342,11 +347,15 @@ class VectorDatabase:
             if bad:
                 raise MeloLoadError(f"router state is inconsistent: {message}")
         steps, block_steps = db.key_edit.diff(), db.key_block.diff()
+        numbered = not n or (int(db.key_edit[0]) == 0 and bool(((steps >= 0) & (steps <= 1)).all()))
         problems = [
-            (n and (int(db.key_edit[0]) != 0 or not bool(((steps >= 0) & (steps <= 1)).all())),
-             "key edits are not numbered 0, 1, ... in key order"),
+            (not numbered, "key edits are not numbered 0, 1, ... in key order"),
             (n and not bool((block_steps >= 0).all()), "keys are not in block order"),
             (n and bool(((steps == 0) & (block_steps != 0)).any()), "an edit's keys name different blocks"),
+            (len(db.key_labels) == n and any(db.key_labels[i] != db.key_labels[i + 1]
+                                            for i in torch.nonzero(steps == 0).squeeze(1).tolist()),
+             "an edit's keys have different labels"),
+            (n and numbered and _partly_revoked(db), "an edit is revoked in part"),
             (bool((db.key_subject < NO_TOKEN).any()), "a subject token id is negative"),
             (list(db.radii.shape) != [c] or len(db.labels) != c, "cluster tables differ in length"),
             (len(db.key_labels) != n, f"{len(db.key_labels)} key labels for {n} keys"),

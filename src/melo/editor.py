@@ -237,8 +237,10 @@ class Editor(nn.Module):
         """``disabled()`` under PEFT's name: ``with model.disable_adapter(): ...`` runs the base model."""
         return self.disabled()
 
-    def _forgotten_rows(self, forgotten: dict[int, str]) -> list[dict[str, Any]]:
-        return [{"edit": i, "reason": r, **self.records[i]} for i, r in forgotten.items()]
+    def _forgotten_rows(self, forgotten: dict[int, str], records: list[dict[str, Any]] | None = None
+                        ) -> list[dict[str, Any]]:
+        records = self.records if records is None else records
+        return [{"edit": i, "reason": r, **records[i]} for i, r in forgotten.items()]
 
     # ---- persistence framing ----------------------------------------------------------------
     def _meta(self, **extra: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ model needed: the router's database and the LoRA blocks are all a save holds).""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Sequence
 
 import torch
@@ -27,6 +28,15 @@ def edit_rows(records: list[dict[str, Any]], db) -> list[dict[str, Any]]:
         status = "live" if reason is None else ("revoked" if reason == "revoked" else "forgotten")
         rows.append({**record, "status": status, "reason": reason})
     return rows
+
+
+def new_records(first: int, prompts: Sequence[Any], targets: Sequence[Any], block: int,
+                subjects: Sequence[str | None] | None) -> list[dict[str, Any]]:
+    """The records of one edit batch, numbered from ``first``, created now."""
+    now = time.time()
+    return [{"id": first + i, "prompt": p, "target": t, "block": block, "created": now,
+             **({"subject": subjects[i]} if subjects is not None else {})}
+            for i, (p, t) in enumerate(zip(prompts, targets))]
 
 
 def check_edit_ids(edit_ids: Sequence[int], n_edits: int) -> list[int]:

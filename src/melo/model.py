@@ -35,6 +35,7 @@ from .manage import (
     check_signature,
     edit_rows,
     live_blocks,
+    new_records,
 )
 from .memory import peak_rss_bytes
 from .nethook import (
@@ -80,7 +81,7 @@ class MeloModel(Editor):
             fin, fout = supported_features(module, name)
             layer = DynamicLoraLayer(name, fin, fout, config.block_rank, config.scale, config.storage_dtype)
             self.lora[name.replace(".", "__")] = layer.to(execution_device(base_model, module))
-        self._edit_lock = threading.Lock()
+        self._edit_lock, self._state_lock = threading.Lock(), threading.Lock()  # state: db and records together
         self.contexts: list[str] = []  # melo.augment's prefixes, made at the first edit that needs them
         self.router = Router(base_model, self.melo_config, router_module, key_dim, encoder, self.tokenizer)
         self._handles = [module.register_forward_hook(self.lora[name.replace(".", "__")].hook(self.router.current))
@@ -100,8 +101,14 @@ class MeloModel(Editor):
                 self._publish(router.db.moved_to(self.device))
         return self
 
-    def _publish(self, db: VectorDatabase) -> None:
-        self.router.publish(db, {layer.name: layer.weights() for layer in self.lora.values()})
+    def _publish(self, db: VectorDatabase, records: list[dict[str, Any]] | None = None) -> None:
+        with self._state_lock:
+            self.router.publish(db, {layer.name: layer.weights() for layer in self.lora.values()})
+            self.records = self.records if records is None else records
+
+    def _state(self) -> tuple[list[dict[str, Any]], VectorDatabase]:
+        with self._state_lock:
+            return self.records, self.db
 
     @property
     def db(self) -> VectorDatabase:
@@ -223,7 +230,6 @@ class MeloModel(Editor):
         cfg = self.melo_config
         batch, labels = self._training_batch(*augmented(prompts, targets, self._contexts()[: cfg.context_prefixes]))
         keys, subject_rows, key_edits = self._scoped_keys(prompts, subjects)
-        first, now = len(self.records), time.time()
         block = self.n_blocks  # the router compares the edits' own labels:
         new_db, report = self.db.updated(keys, [labels[e] for e in key_edits.tolist()], block, subject_rows, key_edits)
         generator = torch.Generator().manual_seed(cfg.block_seed(block))
@@ -237,10 +243,7 @@ class MeloModel(Editor):
             raise
         for layer in self.lora.values():
             layer.commit_block()
-        self._publish(new_db)
-        self.records.extend({"id": first + i, "prompt": p, "target": t, "block": block, "created": now,
-                             **({"subject": subjects[i]} if subjects is not None else {})}
-                            for i, (p, t) in enumerate(zip(prompts, targets)))
+        self._publish(new_db, self.records + new_records(len(self.records), prompts, targets, block, subjects))
         return EditResult(block, len(prompts), time.perf_counter() - start, losses, report.added,
                           report.expanded, report.conflicts, self._forgotten_rows(report.forgotten), kept_loss)
 
@@ -298,7 +301,7 @@ class MeloModel(Editor):
     def edits(self) -> list[dict[str, Any]]:
         """Every edit: id, prompt, target, block, created (epoch seconds), status ("live",
         "forgotten" or "revoked") and the reason it is not live."""
-        return edit_rows(self.records, self.db)
+        return edit_rows(*self._state())
 
     def revoke(self, edit_ids: Sequence[int]) -> None:
         """Take edits out: their keys leave the database; a block none of whose edits is live is no
@@ -315,8 +318,7 @@ class MeloModel(Editor):
             db = self.db.rolled_back(n_blocks)
             for layer in self.lora.values():
                 layer.truncate(n_blocks)
-            self._publish(db)
-            self.records = self.records[: db.n_edits]
+            self._publish(db, self.records[: db.n_edits])
 
     def _known_ids(self, edit_ids: Sequence[int]) -> list[int]:
         return check_edit_ids(edit_ids, len(self.records))
@@ -326,10 +328,12 @@ class MeloModel(Editor):
         return live_blocks(self.db)
 
     def forgotten_edits(self) -> list[dict[str, Any]]:
-        return self._forgotten_rows(self.db.edit_reasons())
+        records, db = self._state()
+        return self._forgotten_rows(db.edit_reasons(), records)
 
     def stats(self) -> dict[str, int | None]:
-        return adapter_stats(self.db, list(self.lora.values()), len(self.records))
+        records, db = self._state()
+        return adapter_stats(db, list(self.lora.values()), len(records))
 
     def memory(self) -> dict[str, int | None]:
         """Bytes of the stored blocks and the router database, and the process's peak resident memory."""
@@ -386,8 +390,7 @@ class MeloModel(Editor):
         check_records(records, db)
         for layer in self.lora.values():
             layer.load_blocks(tensors[f"lora.{layer.name}.A"], tensors[f"lora.{layer.name}.B"])
-        self._publish(db)
-        self.records = records
+        self._publish(db, records)
         self.contexts = check_contexts(meta.get("contexts", []), self.melo_config.n_contexts)
 
 

@@ -109,7 +109,8 @@ def export_files(adapter: SavedAdapter, base_model: torch.nn.Module | None = Non
         "adapters": {str(t): adapter_name(t) for t in live_blocks},
         "skipped_blocks": {str(t): "no live edit" for t in range(adapter.n_blocks) if t not in live_blocks},
         "lora": {"r": cfg.block_rank, "lora_alpha": cfg.lora_alpha, "target_modules": list(cfg.target_modules)},
-        "live_edits": int(live.sum()),
+        "live_edits": int(db.live_edits().sum()),
+        "live_keys": int(live.sum()),
         "clusters": db.n_clusters,
     }
     files["router.json"] = json.dumps(manifest, indent=1).encode("utf-8")
