@@ -322,7 +322,7 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         rephrased = [i for i in rows if edits[i].rephrases]
         gen_hits = dict(zip(rephrased, predicted([edits[i].rephrases[0] for i in rephrased],
                                                  [edits[i].target for i in rephrased])[0]))
-        moved = latest_targets(edits, rephrased, done)  # facts a later edit re-targeted: scored against it too
+        moved = latest_targets(edits, rephrased, done)  # facts a later edit re-targeted: their latest target
         latest = {**gen_hits, **dict(zip(moved, predicted([edits[i].rephrases[0] for i in moved],
                                                            list(moved.values()))[0]))} if moved else gen_hits
         gen_em, gen_f1 = generated([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase])

@@ -57,7 +57,6 @@ class TaskData:
     skipped: list[dict[str, str]] = field(default_factory=list, compare=False)  # --skip-invalid: {record, reason}
 
 
-
 def latest_targets(records: list[Record], rows: list[int], done: int) -> dict[int, Any]:
     """Row -> the target of the last of the first ``done`` records that states the row's fact, for the
     rows whose fact a later record re-edited to another target (zsRE's sibling records)."""
