@@ -131,11 +131,12 @@ def test_listings_during_edits_and_rollbacks_see_whole_states(word_tokenizer):
     def read():
         try:
             while not stop.is_set():
-                rows, stats = model.edits(), model.stats()
-                model.forgotten_edits()
+                rows, stats, gone = model.edits(), model.stats(), model.forgotten_edits()
                 assert [r["id"] for r in rows] == list(range(len(rows)))
+                assert all(r["edit"] == r["id"] for r in gone)  # each reason beside its own record
                 sizes.add(len(rows))
-                assert stats["edits"] >= 0 and stats["blocks"] >= 0
+                # one key per edit: the database's edits are the records of the same state
+                assert stats["live_keys"] + stats["forgotten_edits"] + stats["revoked_edits"] == stats["edits"]
         except BaseException as err:
             errors.append(err)
 
