@@ -227,7 +227,8 @@ def run_sequential(editor: Any, data: TaskData, task: str, settings: Settings,
     return summary
 
 
-def _token_accuracy(argmax: list[list[int]], gold: list[list[int]], eos: int | None) -> list[float]:
+def token_accuracy(argmax: list[list[int]], gold: list[list[int]], eos: int | None) -> list[float]:
+    """Per row, the share of target tokens predicted teacher-forced (a trailing end-of-sequence left out)."""
     out = []
     for pred, ref in zip(argmax, gold):
         if len(ref) > 1 and ref[-1] == eos:
@@ -275,7 +276,7 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     def predicted(prompts: Sequence[str], targets: Sequence[str]) -> tuple[list[float], list[list[int]]]:
         _, argmax, gold = target_tokens(editor, tok, prompts, targets, task, s.batch_size,
                                         desc=desc("teacher-forced", len(prompts)))
-        return _token_accuracy(argmax, gold, tok.eos_token_id), argmax
+        return token_accuracy(argmax, gold, tok.eos_token_id), argmax
 
     def reliability(records: Sequence[Record], rephrased: bool = False) -> float:
         prompts = [r.rephrases[0] if rephrased else r.prompt for r in records]
