@@ -12,7 +12,7 @@ from melo.bench import run as bench_run
 from melo.bench.protocols import Settings, run_lifelong, run_sequential
 from melo.bench.report import RunWriter, markdown_table, plot_runs
 from melo.data import Record, TaskData
-from melo.data.records import latest_targets
+from melo.data.records import latest_targets, one_target_rows
 from melo.evaluation.predict import predict_labels
 
 QA_EDITS = [
@@ -88,6 +88,52 @@ def test_latest_targets_name_the_rows_whose_fact_a_later_edit_re_targeted():
     assert latest_targets(QA_EDITS, [0, 1, 2], 3) == {}
     same = QA_EDITS[:3] + [dataclasses.replace(QA_EDITS[3], target="green")]  # restated with the same target
     assert latest_targets(same, [0, 1, 2, 3], 4) == {}
+
+
+def test_one_target_rows_leave_out_facts_another_edit_re_targets():
+    assert one_target_rows(QA_EDITS, [0, 1, 2, 3], 4) == [0, 1]  # f3: "green", then "homer"
+    assert one_target_rows(QA_EDITS, [0, 1, 2], 3) == [0, 1, 2]
+    same = QA_EDITS[:3] + [dataclasses.replace(QA_EDITS[3], target="green")]
+    assert one_target_rows(same, [0, 1, 2, 3], 4) == [0, 1, 2, 3]
+    assert one_target_rows([dataclasses.replace(QA_EDITS[0], fact=None)], [0], 1) == [0]
+
+
+class ScriptedEditor:
+    """Answers its own edited prompts and the paraphrases in ``knows`` with their edit's target."""
+
+    def __init__(self, tokenizer, knows):
+        self.tokenizer, self.knows, self.answers = tokenizer, knows, {}
+
+    def edit(self, prompts, targets):
+        self.answers.update(zip(prompts, targets))
+        self.answers.update((r.rephrases[0], r.target) for r in QA_EDITS
+                            if r.prompt in prompts and r.prompt in self.knows)
+
+    def stats(self):
+        return {}
+
+
+def test_lifelong_reports_generalization_on_the_facts_with_one_target(monkeypatch, word_tokenizer):
+    from melo.bench import protocols
+
+    def answers(editor, tok, prompts, *args):
+        return [editor.answers.get(p, "") for p in prompts]
+
+    def tokens(editor, tok, prompts, targets, *args, **kwargs):
+        gold = [[1, 2] for _ in prompts]
+        return [0.0] * len(prompts), [g if editor.answers.get(p) == t else [0, 0] for p, t, g in
+                                      zip(prompts, targets, gold)], gold
+
+    monkeypatch.setattr(protocols, "generate_answers", answers)
+    monkeypatch.setattr(protocols, "target_tokens", tokens)
+    editor = ScriptedEditor(word_tokenizer, knows={QA_EDITS[0].prompt, QA_EDITS[2].prompt, QA_EDITS[3].prompt})
+    summary = run_lifelong(editor, qa_data(), "causal_lm", Settings(edits_per_block=2, checkpoints=(2, 4)),
+                           lambda point: None, progress=False)
+    assert summary["T2"]["generalization"] == 0.5 and "generalization_one_target" not in summary["T2"]
+    # T = 4: paraphrases 0, 2, 3 answered; f3 (rows 2 and 3) has two targets, so one-target is rows 0 and 1
+    assert summary["T4"]["generalization"] == summary["T4"]["generalization_em"] == 0.75
+    assert summary["T4"]["one_target_rows"] == 2
+    assert summary["T4"]["generalization_one_target"] == summary["T4"]["generalization_em_one_target"] == 0.5
 
 
 @pytest.mark.slow

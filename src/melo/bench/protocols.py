@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data import Record, TaskData
 from ..data.counterfact import restated_by
-from ..data.records import latest_targets
+from ..data.records import latest_targets, one_target_rows
 from ..errors import MeloConfigError, MeloDataError
 from ..evaluation import metrics
 from ..evaluation.predict import generate_answers, predict_labels, target_tokens
@@ -282,11 +282,11 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         prompts = [r.rephrases[0] if rephrased else r.prompt for r in records]
         return metrics.mean(predicted(prompts, [r.target for r in records])[0])
 
-    def generated(prompts: Sequence[str], targets: Sequence[str]) -> tuple[float, float]:
-        """Exact match and token F1 of greedy answers against the targets."""
+    def generated(prompts: Sequence[str], targets: Sequence[str]) -> tuple[list[float], list[float]]:
+        """Per prompt, exact match and token F1 of its greedy answer against its target."""
         answers = outputs(prompts)
-        return (metrics.mean([metrics.exact_match(a, t) for a, t in zip(answers, targets)]),
-                metrics.mean([metrics.token_f1(a, t) for a, t in zip(answers, targets)]))
+        return ([metrics.exact_match(a, t) for a, t in zip(answers, targets)],
+                [metrics.token_f1(a, t) for a, t in zip(answers, targets)])
 
     state = saver.state["loop"] if saver is not None and saver.state else None
     if state is None:
@@ -319,14 +319,17 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         unchanged_f1 = metrics.mean([metrics.token_f1(a, before_answers[i]) for i, a in zip(rows, after_answers)])
         asks_edited = [restated is not None and restated[i] is not None and restated[i] < done for i in loc_rows]
         clean = [v for v, hit in zip(same_tokens, asks_edited) if not hit]
-        rel_em, rel_f1 = generated([r.prompt for r in seen], [r.target for r in seen])
+        rel_em, rel_f1 = map(metrics.mean, generated([r.prompt for r in seen], [r.target for r in seen]))
         rephrased = [i for i in rows if edits[i].rephrases]
         gen_hits = dict(zip(rephrased, predicted([edits[i].rephrases[0] for i in rephrased],
                                                  [edits[i].target for i in rephrased])[0]))
         moved = latest_targets(edits, rephrased, done)  # facts a later edit re-targeted: their latest target
         latest = {**gen_hits, **dict(zip(moved, predicted([edits[i].rephrases[0] for i in moved],
                                                            list(moved.values()))[0]))} if moved else gen_hits
-        gen_em, gen_f1 = generated([r.rephrases[0] for r in with_rephrase], [r.target for r in with_rephrase])
+        gen_em_rows, gen_f1_rows = generated([r.rephrases[0] for r in with_rephrase],
+                                             [r.target for r in with_rephrase])
+        gen_em, gen_f1 = metrics.mean(gen_em_rows), metrics.mean(gen_f1_rows)
+        single = set(one_target_rows(edits, rephrased, done))  # zsRE: rows no sibling record re-targets
         point = {
             "n_edits": done,
             "scored_edits": len(rows),
@@ -342,12 +345,18 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
                if restated is not None and loc_rows else {}),
             "reliability_em": rel_em, "reliability_f1": rel_f1,
             "generalization_em": gen_em, "generalization_f1": gen_f1,
+            # the paraphrases of facts that have one target so far, where they are fewer than all
+            **({"generalization_one_target": metrics.mean([gen_hits[i] for i in rephrased if i in single]),
+                "generalization_em_one_target": metrics.mean([h for i, h in zip(rephrased, gen_em_rows)
+                                                              if i in single]),
+                "one_target_rows": len(single)} if single and len(single) < len(rephrased) else {}),
             **cost_point(editor, done, block_seconds, s.edits_per_block),
         }
         log(point)
         summary[f"T{done}"] = {k: point[k] for k in (
             "scored_edits", "reliability", "generalization", "locality", "locality_generated", "locality_generated_f1",
             "locality_unrestated", "locality_restated", "generalization_latest", "generalization_overridden",
+            "generalization_one_target", "generalization_em_one_target", "one_target_rows",
             "reliability_em", "reliability_f1", "generalization_em",
             "generalization_f1", "edit_seconds") if k in point}
         summary.update(point)

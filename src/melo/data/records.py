@@ -70,3 +70,13 @@ def latest_targets(records: list[Record], rows: list[int], done: int) -> dict[in
         if fact is not None and records[last[fact]].target != records[i].target:
             out[i] = records[last[fact]].target
     return out
+
+
+def one_target_rows(records: list[Record], rows: list[int], done: int) -> list[int]:
+    """The rows whose fact no other of the first ``done`` records gives another target (a paraphrase a router
+    can serve without telling sibling questions apart; a record without a fact counts as its own)."""
+    targets: dict[str, set] = {}
+    for record in records[:done]:
+        if record.fact is not None:
+            targets.setdefault(record.fact, set()).add(record.target)
+    return [i for i in rows if records[i].fact is None or len(targets[records[i].fact]) == 1]
