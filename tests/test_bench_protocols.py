@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 from conftest import MODEL_FACTORIES, melo_config
@@ -99,15 +100,16 @@ def test_one_target_rows_leave_out_facts_another_edit_re_targets():
 
 
 class ScriptedEditor:
-    """Answers its own edited prompts and the paraphrases in ``knows`` with their edit's target."""
+    """Greedy answers: each edited prompt's target, and the target of each paraphrase in ``knows``;
+    teacher forcing gets every token of ``forced`` paraphrases right and none of the others."""
 
-    def __init__(self, tokenizer, knows):
-        self.tokenizer, self.knows, self.answers = tokenizer, knows, {}
+    def __init__(self, tokenizer, records, knows, forced):
+        self.tokenizer, self.records, self.knows, self.forced, self.answers = tokenizer, records, knows, forced, {}
 
     def edit(self, prompts, targets):
         self.answers.update(zip(prompts, targets))
-        self.answers.update((r.rephrases[0], r.target) for r in QA_EDITS
-                            if r.prompt in prompts and r.prompt in self.knows)
+        self.answers.update((r.rephrases[0], r.target) for r in self.records
+                            if r.prompt in prompts and r.rephrases and r.rephrases[0] in self.knows)
 
     def stats(self):
         return {}
@@ -121,19 +123,46 @@ def test_lifelong_reports_generalization_on_the_facts_with_one_target(monkeypatc
 
     def tokens(editor, tok, prompts, targets, *args, **kwargs):
         gold = [[1, 2] for _ in prompts]
-        return [0.0] * len(prompts), [g if editor.answers.get(p) == t else [0, 0] for p, t, g in
-                                      zip(prompts, targets, gold)], gold
+        hit = [p in editor.forced or (p not in editor.knows and editor.answers.get(p) == t)
+               for p, t in zip(prompts, targets)]
+        return [0.0] * len(prompts), [g if h else [0, 0] for g, h in zip(gold, hit)], gold
 
     monkeypatch.setattr(protocols, "generate_answers", answers)
     monkeypatch.setattr(protocols, "target_tokens", tokens)
-    editor = ScriptedEditor(word_tokenizer, knows={QA_EDITS[0].prompt, QA_EDITS[2].prompt, QA_EDITS[3].prompt})
-    summary = run_lifelong(editor, qa_data(), "causal_lm", Settings(edits_per_block=2, checkpoints=(2, 4)),
+    # row 0 has no paraphrase; f3 (rows 1, 2) has two targets; rows 3-5 have one each
+    records = [Record("no paraphrase here", "x", fact="f0"), QA_EDITS[2], QA_EDITS[3], QA_EDITS[0], QA_EDITS[1],
+               Record("what is the dog", "cat", rephrases=["the dog is a"], fact="f4")]
+    reph = [r.rephrases[0] if r.rephrases else None for r in records]
+    # greedy: rows 1, 3, 4 right; teacher-forced: rows 2, 5 right
+    editor = ScriptedEditor(word_tokenizer, records, knows={reph[1], reph[3], reph[4]}, forced={reph[2], reph[5]})
+    data = TaskData("toy", "qa", records, list(UPSTREAM))
+    summary = run_lifelong(editor, data, "causal_lm", Settings(edits_per_block=3, checkpoints=(3, 6)),
                            lambda point: None, progress=False)
-    assert summary["T2"]["generalization"] == 0.5 and "generalization_one_target" not in summary["T2"]
-    # T = 4: paraphrases 0, 2, 3 answered; f3 (rows 2 and 3) has two targets, so one-target is rows 0 and 1
-    assert summary["T4"]["generalization"] == summary["T4"]["generalization_em"] == 0.75
-    assert summary["T4"]["one_target_rows"] == 2
-    assert summary["T4"]["generalization_one_target"] == summary["T4"]["generalization_em_one_target"] == 0.5
+    assert summary["T6"]["generalization"] == pytest.approx(2 / 5) and summary["T6"]["generalization_em"] == 0.6
+    assert summary["T6"]["one_target_rows"] == 3
+    assert summary["T6"]["generalization_one_target"] == pytest.approx(1 / 3)  # row 5
+    assert summary["T6"]["generalization_em_one_target"] == pytest.approx(2 / 3)  # rows 3, 4
+    assert summary["one_target_rows"] == 3
+
+
+def test_a_later_point_without_one_target_figures_drops_the_earlier_ones(monkeypatch, word_tokenizer):
+    from melo.bench import protocols
+
+    monkeypatch.setattr(protocols, "generate_answers", lambda editor, tok, prompts, *a: [""] * len(prompts))
+    monkeypatch.setattr(protocols, "target_tokens",
+                        lambda editor, tok, prompts, *a, **k: ([0.0] * len(prompts), [[0]] * len(prompts),
+                                                               [[1]] * len(prompts)))
+    # 2 of the edits scored (seed 0): rows 0 and 2 at T = 3, both of f1, which has two targets; rows 1 and 3 at
+    # T = 4, each the only record of its fact
+    facts = ["f1", "f2", "f1", "f3"]
+    records = [dataclasses.replace(QA_EDITS[i], fact=f, target=f"t{i}") for i, f in enumerate(facts)]
+    editor = ScriptedEditor(word_tokenizer, records, knows=set(), forced=set())
+    summary = run_lifelong(editor, TaskData("toy", "qa", records, list(UPSTREAM)), "causal_lm",
+                           Settings(edits_per_block=1, checkpoints=(3, 4), eval_sample=2), lambda point: None,
+                           progress=False)
+    assert summary["T3"]["one_target_rows"] == 0 and math.isnan(summary["T3"]["generalization_one_target"])
+    assert "one_target_rows" not in summary["T4"]
+    assert not {"one_target_rows", "generalization_one_target", "generalization_em_one_target"} & set(summary)
 
 
 @pytest.mark.slow
@@ -152,7 +181,7 @@ def test_lifelong_two_batches(tmp_path, word_tokenizer):
     assert summary["T2"]["generalization_latest"] == summary["T2"]["generalization"]
     assert summary["T4"]["generalization_overridden"] == 1 and 0.0 <= summary["T4"]["generalization_latest"] <= 1.0
     table = (tmp_path / "table.md").read_text()
-    assert "| T | scored | Rel. | Gen. | Gen. vs latest | Loc. |" in table
+    assert "| T | scored | Rel. | Gen. | Gen. vs latest | Gen. one-target | Loc. |" in table
     assert "| 2 | 2 | " in table and "| 4 | 4 | " in table
 
 

@@ -34,6 +34,7 @@ from .costs import cost_point, window_medians
 from .resume import Checkpoints
 
 LOWER_IS_BETTER = {"hallucination"}
+ONE_TARGET = ("generalization_one_target", "generalization_em_one_target", "one_target_rows")
 
 
 @dataclass
@@ -309,7 +310,6 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
     def evaluate(done: int) -> None:
         rows = rows_at[done]
         seen = [edits[i] for i in rows]
-        with_rephrase = [r for r in seen if r.rephrases]
         after_answers = outputs([loc_prompts[i] for i in rows])
         loc_rows = [i for i in rows if has_loc_answer[i]]
         after_tokens = predicted([loc_prompts[i] for i in loc_rows], [loc_targets[i] for i in loc_rows])[1]
@@ -326,10 +326,10 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         moved = latest_targets(edits, rephrased, done)  # facts a later edit re-targeted: their latest target
         latest = {**gen_hits, **dict(zip(moved, predicted([edits[i].rephrases[0] for i in moved],
                                                            list(moved.values()))[0]))} if moved else gen_hits
-        gen_em_rows, gen_f1_rows = generated([r.rephrases[0] for r in with_rephrase],
-                                             [r.target for r in with_rephrase])
-        gen_em, gen_f1 = metrics.mean(gen_em_rows), metrics.mean(gen_f1_rows)
-        single = set(one_target_rows(edits, rephrased, done))  # zsRE: rows no sibling record re-targets
+        gen_em_rows, gen_f1_rows = generated([edits[i].rephrases[0] for i in rephrased],
+                                             [edits[i].target for i in rephrased])
+        gen_em = dict(zip(rephrased, gen_em_rows))
+        single = one_target_rows(edits, rephrased, done)  # rows whose fact has one target in the first `done`
         point = {
             "n_edits": done,
             "scored_edits": len(rows),
@@ -344,21 +344,21 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
             **({"locality_unrestated": metrics.mean(clean), "locality_restated": sum(asks_edited)}
                if restated is not None and loc_rows else {}),
             "reliability_em": rel_em, "reliability_f1": rel_f1,
-            "generalization_em": gen_em, "generalization_f1": gen_f1,
-            # the paraphrases of facts that have one target so far, where they are fewer than all
-            **({"generalization_one_target": metrics.mean([gen_hits[i] for i in rephrased if i in single]),
-                "generalization_em_one_target": metrics.mean([h for i, h in zip(rephrased, gen_em_rows)
-                                                              if i in single]),
-                "one_target_rows": len(single)} if single and len(single) < len(rephrased) else {}),
+            "generalization_em": metrics.mean(gen_em_rows), "generalization_f1": metrics.mean(gen_f1_rows),
+            # where some scored fact has several targets: the paraphrases of the facts with one (NaN if none)
+            **({"generalization_one_target": metrics.mean([gen_hits[i] for i in single]),
+                "generalization_em_one_target": metrics.mean([gen_em[i] for i in single]),
+                "one_target_rows": len(single)} if len(single) < len(rephrased) else {}),
             **cost_point(editor, done, block_seconds, s.edits_per_block),
         }
         log(point)
         summary[f"T{done}"] = {k: point[k] for k in (
             "scored_edits", "reliability", "generalization", "locality", "locality_generated", "locality_generated_f1",
             "locality_unrestated", "locality_restated", "generalization_latest", "generalization_overridden",
-            "generalization_one_target", "generalization_em_one_target", "one_target_rows",
-            "reliability_em", "reliability_f1", "generalization_em",
+            *ONE_TARGET, "reliability_em", "reliability_f1", "generalization_em",
             "generalization_f1", "edit_seconds") if k in point}
+        for key in ONE_TARGET:  # a later point without them must not keep an earlier point's
+            summary.pop(key, None)
         summary.update(point)
         state["pending"] = None
         if saver is not None:

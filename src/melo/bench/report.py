@@ -108,9 +108,10 @@ def markdown_table(summaries: Sequence[dict[str, Any]]) -> str:
 
 
 LIFELONG = [("reliability", "Rel."), ("generalization", "Gen."), ("generalization_latest", "Gen. vs latest"),
-            ("locality", "Loc."), ("locality_unrestated", "Loc. w/o restated"), ("reliability_em", "Rel. EM"),
+            ("generalization_one_target", "Gen. one-target"), ("locality", "Loc."),
+            ("locality_unrestated", "Loc. w/o restated"), ("reliability_em", "Rel. EM"),
             ("generalization_em", "Gen. EM"), ("generalization_f1", "Gen. F1"),
-            ("generalization_one_target", "Gen. one-target"), ("generalization_em_one_target", "Gen. EM one-target"),
+            ("generalization_em_one_target", "Gen. EM one-target"), ("one_target_rows", "one-target rows"),
             ("locality_generated", "Loc. gen EM"), ("locality_generated_f1", "Loc. gen F1")]
 
 
@@ -125,8 +126,9 @@ def lifelong_table(summary: dict[str, Any]) -> str:
                    ([str(t), _fmt(v.get("scored_edits"))] + [_fmt(v.get(k)) for k, _ in cols]
                     + [_fmt(v.get("edit_seconds"))] for t, v in rows))
     note = ("Teacher-forced token accuracy (Loc.: agreement with the unedited model; Gen. vs latest: a paraphrase "
-            "against its fact's latest target; one-target: the paraphrases of facts no other edit gives another "
-            "target); EM / F1: greedy answers against the target (Loc. gen: against the unedited model's answer).")
+            "against its fact's latest target; one-target: the paraphrases of facts with one target among the first "
+            "T edits, shown where some scored fact has several); EM / F1: greedy answers against the target (Loc. "
+            "gen: against the unedited model's answer).")
     return "\n".join(lines + ["", note]) + "\n"
 
 
