@@ -25,6 +25,7 @@ from melo.bench.presets import bench_preset
 from melo.bench.protocols import token_accuracy
 from melo.bench.resume import Checkpoints
 from melo.data import load_task
+from melo.data.records import one_target_rows
 from melo.evaluation.metrics import exact_match
 from melo.evaluation.predict import generate_answers, target_tokens
 from melo.loading import load_model
@@ -115,18 +116,17 @@ def main() -> None:
     forced = scored(OwnBlocks(model, own))
 
     n = len(keep)
-    targets_of = defaultdict(set)
     prompt_targets = defaultdict(set)
     for r in records:
-        targets_of[r.fact].add(r.target)
         prompt_targets[words(r.prompt)].add(r.target)
     fact_size = Counter(r.fact for r in records)
     same_target = Counter((r.fact, r.target) for r in records)
-    ambiguous = [j for j, i in enumerate(keep) if len(targets_of[records[i].fact]) > 1]
+    one_target = set(one_target_rows(records, keep, len(records)))
+    ambiguous = [j for j, i in enumerate(keep) if i not in one_target]
+    single = [j for j, i in enumerate(keep) if i in one_target]
     right = sum(kinds[j] in ("own block", "same fact, same target") for j in ambiguous)
     chance = sum(same_target[records[keep[j]].fact, records[keep[j]].target] / fact_size[records[keep[j]].fact]
                  for j in ambiguous)
-    single = sorted(set(range(n)) - set(ambiguous))
     answers = generate_answers(model, tok, [prompts[j] for j in single], "causal_lm", 64, 12)
     single_em = sum(exact_match(a, targets[j]) for a, j in zip(answers, single)) / max(1, len(single))
     paraphrase_targets = defaultdict(set)

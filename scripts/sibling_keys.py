@@ -27,6 +27,7 @@ from melo.bench.presets import bench_preset
 from melo.config import MeloConfig
 from melo.data import load_task
 from melo.data.locate import resolve_data_dir
+from melo.data.records import one_target_rows
 from melo.encoders import SentenceEncoder
 from melo.model import MeloModel
 from melo.presets.llm import PRESETS
@@ -60,10 +61,8 @@ def main() -> None:
     texts = {"prompt": [r.prompt for r in records], "paraphrase": [r.rephrases[0] for r in records],
              "nq": [r.locality_prompt or "" for r in records]}
     targets = np.array([r.target for r in records], dtype=object)
-    fact_targets: dict[str, set] = {}
-    for r in records:
-        fact_targets.setdefault(r.fact, set()).add(r.target)
-    siblings = np.array([len(fact_targets[r.fact]) > 1 for r in records])
+    one_target = set(one_target_rows(records, list(range(len(records))), len(records)))
+    siblings = np.array([i not in one_target for i in range(len(records))])
     size, same = Counter(r.fact for r in records), Counter((r.fact, r.target) for r in records)
     chance = np.mean([same[r.fact, r.target] / size[r.fact] for r, sib in zip(records, siblings) if sib])
 

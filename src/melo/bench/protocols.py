@@ -321,13 +321,12 @@ def run_lifelong(editor: Any, data: TaskData, task: str, settings: Settings,
         clean = [v for v, hit in zip(same_tokens, asks_edited) if not hit]
         rel_em, rel_f1 = map(metrics.mean, generated([r.prompt for r in seen], [r.target for r in seen]))
         rephrased = [i for i in rows if edits[i].rephrases]
-        gen_hits = dict(zip(rephrased, predicted([edits[i].rephrases[0] for i in rephrased],
-                                                 [edits[i].target for i in rephrased])[0]))
+        paraphrases, gen_targets = [edits[i].rephrases[0] for i in rephrased], [edits[i].target for i in rephrased]
+        gen_hits = dict(zip(rephrased, predicted(paraphrases, gen_targets)[0]))
         moved = latest_targets(edits, rephrased, done)  # facts a later edit re-targeted: their latest target
         latest = {**gen_hits, **dict(zip(moved, predicted([edits[i].rephrases[0] for i in moved],
                                                            list(moved.values()))[0]))} if moved else gen_hits
-        gen_em_rows, gen_f1_rows = generated([edits[i].rephrases[0] for i in rephrased],
-                                             [edits[i].target for i in rephrased])
+        gen_em_rows, gen_f1_rows = generated(paraphrases, gen_targets)
         gen_em = dict(zip(rephrased, gen_em_rows))
         single = one_target_rows(edits, rephrased, done)  # rows whose fact has one target in the first `done`
         point = {
